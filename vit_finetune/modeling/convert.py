@@ -1,0 +1,249 @@
+"""Pure, table-driven state-dict conversion between HF checkpoints and our modules.
+
+The tables map the key names that are *in the files* (hub checkpoints and transformers 5.x
+`save_pretrained` both write the classic names, e.g. `vit.encoder.layer.0.attention.attention.query.weight`)
+to ours. `{i}` is a layer index, `{p}` is `weight` and `bias`. A tuple of HF names is concatenated
+along dim 0 into one of our tensors (HF's separate q, k, v -> our fused `qkv`) and split back.
+
+Our keys fall in three groups: `backbone.*` (always required), `pool.*` (SigLIP MAP head) and
+`classifier.*`; an optional group is converted all-or-nothing. Every other tensor in a file must
+match an explicitly dropped pattern, or conversion fails with a `CheckpointError` listing the keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .config import ClassifierConfig
+from .model import ImageClassifier
+
+logger = logging.getLogger(__name__)
+
+HFNames = str | tuple[str, ...]
+
+# (hf name under the vision prefix, our name under `backbone.`)
+VIT_ENCODER_TABLE: list[tuple[HFNames, str]] = [
+    ("embeddings.cls_token", "cls_token"),
+    ("embeddings.position_embeddings", "pos_embed"),
+    ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
+    ("encoder.layer.{i}.layernorm_before.{p}", "encoder.layers.{i}.norm1.{p}"),
+    (
+        (
+            "encoder.layer.{i}.attention.attention.query.{p}",
+            "encoder.layer.{i}.attention.attention.key.{p}",
+            "encoder.layer.{i}.attention.attention.value.{p}",
+        ),
+        "encoder.layers.{i}.attn.qkv.{p}",
+    ),
+    ("encoder.layer.{i}.attention.output.dense.{p}", "encoder.layers.{i}.attn.proj.{p}"),
+    ("encoder.layer.{i}.layernorm_after.{p}", "encoder.layers.{i}.norm2.{p}"),
+    ("encoder.layer.{i}.intermediate.dense.{p}", "encoder.layers.{i}.mlp.fc1.{p}"),
+    ("encoder.layer.{i}.output.dense.{p}", "encoder.layers.{i}.mlp.fc2.{p}"),
+    ("layernorm.{p}", "norm.{p}"),
+]
+
+SIGLIP_ENCODER_TABLE: list[tuple[HFNames, str]] = [
+    ("embeddings.patch_embedding.{p}", "patch_embed.proj.{p}"),
+    ("embeddings.position_embedding.weight", "position_embedding.weight"),
+    ("encoder.layers.{i}.layer_norm1.{p}", "encoder.layers.{i}.norm1.{p}"),
+    (
+        (
+            "encoder.layers.{i}.self_attn.q_proj.{p}",
+            "encoder.layers.{i}.self_attn.k_proj.{p}",
+            "encoder.layers.{i}.self_attn.v_proj.{p}",
+        ),
+        "encoder.layers.{i}.attn.qkv.{p}",
+    ),
+    ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.layers.{i}.attn.proj.{p}"),
+    ("encoder.layers.{i}.layer_norm2.{p}", "encoder.layers.{i}.norm2.{p}"),
+    ("encoder.layers.{i}.mlp.fc1.{p}", "encoder.layers.{i}.mlp.fc1.{p}"),
+    ("encoder.layers.{i}.mlp.fc2.{p}", "encoder.layers.{i}.mlp.fc2.{p}"),
+    ("post_layernorm.{p}", "norm.{p}"),
+]
+
+# SigLIP attention-pooling ("MAP") head, under the vision prefix -> our `pool.*`.
+SIGLIP_MAP_HEAD_TABLE: list[tuple[HFNames, str]] = [
+    ("head.probe", "probe"),
+    ("head.attention.in_proj_{p}", "in_proj.{p}"),
+    ("head.attention.out_proj.{p}", "out_proj.{p}"),
+    ("head.layernorm.{p}", "norm.{p}"),
+    ("head.mlp.fc1.{p}", "mlp.fc1.{p}"),
+    ("head.mlp.fc2.{p}", "mlp.fc2.{p}"),
+]
+
+CLASSIFIER_TABLE: list[tuple[HFNames, str]] = [("classifier.{p}", "classifier.{p}")]
+
+ENCODER_TABLES = {"vit": VIT_ENCODER_TABLE, "siglip": SIGLIP_ENCODER_TABLE}
+MAP_HEAD_TABLES = {"vit": [], "siglip": SIGLIP_MAP_HEAD_TABLE}
+
+# Where the vision tower sits in each family's files, most specific first.
+VISION_PREFIXES = {"vit": ("vit.", ""), "siglip": ("vision_model.", "")}
+
+# Tensors that files may hold and we deliberately do not use (full-key regexes).
+DROPPED_PATTERNS = {
+    "vit": [r"(vit\.)?pooler\.dense\.(weight|bias)"],  # ViTModel's tanh pooler
+    "siglip": [r"text_model\..+", r"logit_scale", r"logit_bias"],  # SiglipModel's text tower
+}
+
+# HF classes we can write: family and vision prefix of the keys in the file.
+HF_CLASSES = {
+    "ViTModel": ("vit", ""),
+    "ViTForImageClassification": ("vit", "vit."),
+    "SiglipVisionModel": ("siglip", ""),
+    "SiglipForImageClassification": ("siglip", "vision_model."),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not match the model: missing, unexpected or mis-shaped tensors (listed)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One conversion step: HF tensor name(s) <-> one of our tensor names."""
+
+    hf: tuple[str, ...]
+    ours: str
+
+    @property
+    def group(self) -> str:
+        """`backbone`, `pool` or `classifier`."""
+        return self.ours.split(".", 1)[0]
+
+    def names(self, side: str) -> tuple[str, ...]:
+        """The names on one side (`hf` or `ours`)."""
+        return self.hf if side == "hf" else (self.ours,)
+
+
+def conversion_pairs(config: ClassifierConfig, hf_prefix: str) -> list[Pair]:
+    """Every conversion step for this config, with the vision tower under `hf_prefix` in the file."""
+    arch = config.encoder.arch
+    tables = [
+        (ENCODER_TABLES[arch], hf_prefix, "backbone."),
+        (MAP_HEAD_TABLES[arch], hf_prefix, "pool."),
+        (CLASSIFIER_TABLE, "", ""),
+    ]
+    expected = expected_shapes(config)
+    pairs = [
+        Pair(tuple(hf_pre + h for h in hf), our_pre + ours)
+        for table, hf_pre, our_pre in tables
+        for hf, ours in _expand(table, config.encoder.num_hidden_layers)
+    ]
+    return [pair for pair in pairs if pair.ours in expected]
+
+
+def _expand(table: list[tuple[HFNames, str]], num_layers: int) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Fill in `{i}` (layer index) and `{p}` (weight/bias) in a table."""
+    for hf, ours in table:
+        hf = (hf,) if isinstance(hf, str) else hf
+        for i in range(num_layers) if "{i}" in ours else [None]:
+            for p in ("weight", "bias") if "{p}" in ours else [None]:
+                yield tuple(h.format(i=i, p=p) for h in hf), ours.format(i=i, p=p)
+
+
+def expected_shapes(config: ClassifierConfig) -> dict[str, torch.Size]:
+    """Our tensor shapes for `config`, including the optional MAP head (built on the meta device)."""
+    with torch.device("meta"):
+        model = ImageClassifier(dataclasses.replace(config, pooling="map"))
+    return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+
+def detect_vision_prefix(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig) -> str:
+    """The prefix under which the file stores the vision tower (`vit.`, `vision_model.` or none)."""
+    arch = config.encoder.arch
+    anchor = ENCODER_TABLES[arch][0][0]
+    anchor = anchor.format(p="weight") if isinstance(anchor, str) else anchor[0]
+    for prefix in VISION_PREFIXES[arch]:
+        if prefix + anchor in state_dict:
+            return prefix
+    raise CheckpointError(f"no {arch} vision tower found (looked for {anchor!r}); keys: {_preview(state_dict)}")
+
+
+def hf_to_ours(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig) -> dict[str, torch.Tensor]:
+    """Convert an HF state dict (as stored in the file) to our key layout, strictly.
+
+    `config` describes the checkpoint. The MAP head and classifier are converted when the file has
+    them. Raises `CheckpointError` naming missing, unexpected or mis-shaped HF tensors.
+    """
+    pairs = _select(conversion_pairs(config, detect_vision_prefix(state_dict, config)), state_dict, "hf")
+    used = {name for pair in pairs for name in pair.hf}
+    dropped = [k for k in state_dict if k not in used and _is_dropped(k, config.encoder.arch)]
+    unexpected = [k for k in state_dict if k not in used and k not in dropped]
+    if unexpected:
+        raise CheckpointError(f"unexpected tensors in checkpoint: {_preview(unexpected)}")
+    _check_shapes(pairs, state_dict, expected_shapes(config))
+    if dropped:
+        logger.info("dropped %d unused checkpoint tensors: %s", len(dropped), _preview(dropped))
+    return {pair.ours: _merge([state_dict[name] for name in pair.hf]) for pair in pairs}
+
+
+def ours_to_hf(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig, hf_class: str) -> dict[str, torch.Tensor]:
+    """Convert our state dict to the key layout that HF `hf_class` writes to its files.
+
+    `hf_class` is one of `HF_CLASSES`. Raises `CheckpointError` if a tensor has no HF counterpart.
+    """
+    arch, prefix = HF_CLASSES[hf_class]
+    if arch != config.encoder.arch:
+        raise ValueError(f"{hf_class} is a {arch} class but the model is {config.encoder.arch}")
+    pairs = conversion_pairs(config, prefix)
+    if not hf_class.endswith("ForImageClassification"):
+        pairs = [pair for pair in pairs if pair.group != "classifier"]
+    pairs = _select(pairs, state_dict, "ours")
+    unexpected = sorted(set(state_dict) - {pair.ours for pair in pairs})
+    if unexpected:
+        raise CheckpointError(f"tensors with no {hf_class} counterpart: {_preview(unexpected)}")
+    return {
+        name: part
+        for pair in pairs
+        for name, part in zip(pair.hf, _split(state_dict[pair.ours], len(pair.hf)), strict=True)
+    }
+
+
+def _select(pairs: list[Pair], keys: Mapping[str, torch.Tensor], side: str) -> list[Pair]:
+    """Keep the backbone and every optional group that `keys` has; all of a kept group must be there."""
+    present = {"backbone"} | {p.group for p in pairs if any(n in keys for n in p.names(side))}
+    pairs = [pair for pair in pairs if pair.group in present]
+    missing = [name for pair in pairs for name in pair.names(side) if name not in keys]
+    if missing:
+        raise CheckpointError(f"missing tensors in checkpoint: {_preview(missing)}")
+    return pairs
+
+
+def _check_shapes(pairs: list[Pair], state_dict: Mapping[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
+    """Each HF part must have our shape with dim 0 divided by the number of parts."""
+    wrong = []
+    for pair in pairs:
+        shape = expected[pair.ours]
+        part_shape = (shape[0] // len(pair.hf), *shape[1:])
+        wrong += [
+            f"{name}: {tuple(state_dict[name].shape)} != expected {part_shape}"
+            for name in pair.hf
+            if tuple(state_dict[name].shape) != part_shape
+        ]
+    if wrong:
+        raise CheckpointError(f"mis-shaped tensors in checkpoint: {_preview(wrong)}")
+
+
+def _is_dropped(key: str, arch: str) -> bool:
+    return any(re.fullmatch(pattern, key) for pattern in DROPPED_PATTERNS[arch])
+
+
+def _merge(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def _split(tensor: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    # clone: safetensors refuses tensors that share storage
+    return (tensor,) if n == 1 else tuple(part.clone() for part in tensor.chunk(n, dim=0))
+
+
+def _preview(names: Iterator[str] | list[str] | Mapping[str, object], limit: int = 30) -> str:
+    names = list(names)
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

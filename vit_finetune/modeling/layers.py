@@ -1,0 +1,175 @@
+"""Building blocks of the from-scratch ViT / SigLIP encoder, one class per concept.
+
+Shapes: B batch, N tokens, D hidden size, H heads, Dh = D / H head size, P patch size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import EncoderConfig
+
+# `hidden_act` names as HF writes them in config.json -> activation module factory.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "gelu": lambda: nn.GELU(approximate="none"),
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "quick_gelu": lambda: QuickGELU(),
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+}
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the CLIP approximation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_activation(name: str) -> nn.Module:
+    """The activation module for an HF `hidden_act` name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class PatchEmbedding(nn.Module):
+    """Cut the image into P x P patches and project each to D dims with one strided Conv2d."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        p = config.patch_size
+        self.proj = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.proj(pixel_values)  # (B, D, H/P, W/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, D) -> (B, H, N, Dh)."""
+    B, N, D = x.shape
+    return x.view(B, N, num_heads, D // num_heads).transpose(1, 2)  # (B, H, N, Dh)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, N, Dh) -> (B, N, D)."""
+    B, H, N, Dh = x.shape
+    return x.transpose(1, 2).reshape(B, N, H * Dh)  # (B, N, D)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, use_sdpa: bool) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(Dh)) v on (B, H, N, Dh) tensors, fused (SDPA) or spelled out."""
+    if use_sdpa:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, H, Nq, Dh)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
+    weights = F.dropout(scores.softmax(dim=-1), p=dropout_p)  # (B, H, Nq, Nk)
+    return weights @ v  # (B, H, Nq, Dh)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention. q, k, v are one fused Linear (D -> 3D), like nanoGPT's `c_attn`."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        D = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.use_sdpa = True  # False: the explicit-math path (for reading and testing)
+        self.qkv = nn.Linear(D, 3 * D, bias=config.qkv_bias)
+        self.proj = nn.Linear(D, D)
+        self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)  # (B, N, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, Dh)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        x = attend(q, k, v, dropout_p, self.use_sdpa)  # (B, H, N, Dh)
+        return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, D)
+
+
+class MLP(nn.Module):
+    """Linear(D -> intermediate) -> activation -> Linear(intermediate -> D)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = make_activation(config.hidden_act)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.act(self.fc1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer block."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = Attention(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x
+
+
+class Encoder(nn.Module):
+    """The stack of `num_hidden_layers` encoder layers."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class AttentionPoolingHead(nn.Module):
+    """SigLIP "MAP" pooling: a learned probe attends over the tokens, then a residual MLP.
+
+    `in_proj` keeps nn.MultiheadAttention's fused (3D, D) layout so HF `head.attention.in_proj_*`
+    load by renaming; the probe uses its q rows, the tokens its k and v rows.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        D = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.use_sdpa = True
+        self.probe = nn.Parameter(torch.zeros(1, 1, D))
+        self.in_proj = nn.Linear(D, 3 * D)
+        self.out_proj = nn.Linear(D, D)
+        self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        D = x.shape[-1]
+        w_q, w_kv = self.in_proj.weight.split([D, 2 * D])
+        b_q, b_kv = self.in_proj.bias.split([D, 2 * D])
+        q = F.linear(self.probe.expand(x.shape[0], -1, -1), w_q, b_q)  # (B, 1, D)
+        k, v = F.linear(x, w_kv, b_kv).chunk(2, dim=-1)  # 2 x (B, N, D)
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, 1 or N, Dh)
+        x = self.out_proj(merge_heads(attend(q, k, v, 0.0, self.use_sdpa)))  # (B, 1, D)
+        x = x + self.mlp(self.norm(x))
+        return x[:, 0]  # (B, D)
+
+
+def set_sdpa(model: nn.Module, enabled: bool) -> None:
+    """Switch every attention module of `model` between SDPA and the explicit-math path."""
+    for module in model.modules():
+        if isinstance(module, (Attention, AttentionPoolingHead)):
+            module.use_sdpa = enabled
