@@ -1,0 +1,34 @@
+"""`vit-finetune SUBCOMMAND ...`: one entry point for train, eval, predict and benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "vit_finetune.commands.train",
+    "eval": "vit_finetune.commands.eval",
+    "predict": "vit_finetune.commands.predict",
+    "benchmark": "vit_finetune.commands.benchmark",
+}
+USAGE = "usage: vit-finetune {" + ",".join(COMMANDS) + "} [--help] ..."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"vit-finetune: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]])
+    except ModuleNotFoundError:
+        print(f"vit-finetune: command {argv[0]!r} is not available in this version", file=sys.stderr)
+        return 2
+    return module.main(argv[1:], prog=f"vit-finetune {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

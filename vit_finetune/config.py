@@ -1,0 +1,228 @@
+"""Run configuration: a YAML file plus dotted `key=value` overrides, parsed once into typed objects.
+
+    run = load_run_config("cifar10-tiny", ["training.max_steps=50", "training.learning_rate=5e-5"])
+
+A bare name is looked up in the repository's `configs/` folder (`cifar10` -> `configs/cifar10.yaml`);
+a path is used as given. Unknown keys, wrong types and out-of-range values raise `ConfigError` naming
+the key and the file before anything heavy starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vit_finetune.data.config import DataConfig
+from vit_finetune.typed import ConfigError, build_dataclass, coerce
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+RANDOM_INIT_FIELDS = ("size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+@dataclass
+class ModelSection:
+    """Which model to fine-tune, or the sizes of one to train from scratch."""
+
+    checkpoint: str | None = None  # HF hub id or local folder; None = random init
+    arch: Literal["vit", "siglip"] = "vit"
+    size: str | None = None  # a named size from modeling.config, e.g. "base" or "cifar-tiny"
+    image_size: int | None = None
+    patch_size: int | None = None
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    pooling: Literal["cls", "mean", "map"] | None = None
+    hidden_dropout_prob: float | None = None
+    attention_probs_dropout_prob: float | None = None
+    # Preprocessing for a model without a preprocessor_config.json (random init).
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "intermediate_size"):
+            _check_positive(getattr(self, name), f"model.{name}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name}: must be in [0, 1), got {value}")
+        scratch_only = [name for name in RANDOM_INIT_FIELDS if getattr(self, name) is not None]
+        if self.checkpoint is not None and scratch_only:
+            raise ConfigError(f"model.{scratch_only[0]}: applies only to random init, but model.checkpoint is set "
+                              f"({self.checkpoint}); the checkpoint's config.json defines it")
+        if any(s <= 0 for s in self.image_std):
+            raise ConfigError(f"model.image_std: must be positive, got {self.image_std}")
+
+
+@dataclass
+class TrainingSection:
+    """`TrainingArguments` fields under their HF names, plus the run-level keys below."""
+
+    arguments: dict[str, Any] = field(default_factory=dict)  # validated TrainingArguments kwargs
+    resume_from_checkpoint: bool | str = False  # True = newest complete checkpoint in output_dir
+    overwrite_output_dir: bool = False
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware is fast at it)
+
+    @property
+    def output_dir(self) -> str:
+        return self.arguments["output_dir"]
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs, validated."""
+
+    model: ModelSection
+    data: DataConfig
+    training: TrainingSection
+    source: str = "<memory>"  # the file it came from, for messages
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (written next to the trained model)."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "training": _training_to_dict(self.training),
+        }
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A bare name is looked up in `configs/` (with or without `.yaml`); a path is used as given."""
+    path = Path(name_or_path)
+    candidates = [path]
+    if len(path.parts) == 1:
+        candidates += [CONFIGS_DIR / path.name, CONFIGS_DIR / f"{path.name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {name_or_path} (looked in: {', '.join(map(str, candidates))})")
+
+
+def load_run_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config, apply `section.key=value` overrides, and validate it."""
+    path = resolve_config_path(name_or_path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    for override in overrides or []:
+        apply_override(tree, override)
+    try:
+        return run_config_from_dict(tree, source=str(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set `a.b.c=value` in `tree`; the value is parsed as a YAML scalar (so `5e-5` is a number)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r}: expected section.key=value")
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:
+    """Validate a parsed config tree into a RunConfig."""
+    if not isinstance(tree, dict):
+        raise ConfigError("the config must be a mapping with sections model, data, training")
+    unknown = sorted(set(tree) - {"model", "data", "training"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}; expected model, data, training")
+    model = build_dataclass(ModelSection, tree.get("model"), "model")
+    data = build_dataclass(DataConfig, tree.get("data"), "data")
+    training = build_training_section(tree.get("training") or {})
+    return RunConfig(model=model, data=data, training=training, source=source)
+
+
+def build_training_section(mapping: dict) -> TrainingSection:
+    """Split run-level keys from TrainingArguments fields and validate both."""
+    if not isinstance(mapping, dict):
+        raise ConfigError("training: expected a mapping of keys")
+    mapping = dict(mapping)
+    section = TrainingSection(
+        resume_from_checkpoint=coerce(mapping.pop("resume_from_checkpoint", False), bool | str,
+                                      "training.resume_from_checkpoint"),
+        overwrite_output_dir=coerce(mapping.pop("overwrite_output_dir", False), bool, "training.overwrite_output_dir"),
+        precision=_pop_precision(mapping),
+    )
+    if "warmup_ratio" in mapping:  # transformers 5 folds the ratio into warmup_steps (a float < 1)
+        mapping["warmup_steps"] = _warmup_ratio(mapping.pop("warmup_ratio"))
+    section.arguments = validate_training_arguments(mapping)
+    return section
+
+
+def validate_training_arguments(mapping: dict) -> dict[str, Any]:
+    """Check names and types against `transformers.TrainingArguments`, and common ranges."""
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    unknown = sorted(set(mapping) - fields)
+    if unknown:
+        raise ConfigError(f"training: unknown key(s) {unknown} (not TrainingArguments fields)")
+    arguments = {key: coerce(value, hints[key], f"training.{key}") for key, value in mapping.items()}
+    _check_training_ranges(arguments)
+    arguments.setdefault("output_dir", "runs/default")
+    return arguments
+
+
+def _check_training_ranges(arguments: dict[str, Any]) -> None:
+    positive = ("per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate",
+                "num_train_epochs", "gradient_accumulation_steps", "logging_steps")
+    for key in positive:
+        if key in arguments:
+            _check_positive(arguments[key], f"training.{key}")
+    for key in ("weight_decay", "max_grad_norm", "label_smoothing_factor", "warmup_steps",
+                "dataloader_num_workers"):
+        if arguments.get(key) is not None and arguments[key] < 0:
+            raise ConfigError(f"training.{key}: must be >= 0, got {arguments[key]}")
+    if arguments.get("max_steps", -1) == 0 or arguments.get("max_steps", -1) < -1:
+        raise ConfigError(f"training.max_steps: must be positive (or -1 for epochs), got {arguments['max_steps']}")
+
+
+def _pop_precision(mapping: dict) -> str:
+    """`precision: auto|bf16|fp16|fp32`; `bf16: auto` / `fp16: auto` are accepted as aliases."""
+    precision = coerce(mapping.pop("precision", "auto"), Literal[PRECISIONS], "training.precision")
+    for flag in ("bf16", "fp16"):
+        value = mapping.get(flag)
+        if value == "auto":
+            mapping.pop(flag)
+            precision = "auto"
+        elif value is True:
+            mapping.pop(flag)
+            precision = flag
+        elif value is False:
+            mapping.pop(flag)
+            precision = "fp32" if precision == flag else precision
+    return precision
+
+
+def _warmup_ratio(value: Any) -> float:
+    ratio = coerce(value, float, "training.warmup_ratio")
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"training.warmup_ratio: must be in [0, 1), got {ratio}")
+    return ratio
+
+
+def _check_positive(value: float | int | None, where: str) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {value}")
+
+
+def _training_to_dict(training: TrainingSection) -> dict[str, Any]:
+    return {**training.arguments, "resume_from_checkpoint": training.resume_from_checkpoint,
+            "overwrite_output_dir": training.overwrite_output_dir, "precision": training.precision}

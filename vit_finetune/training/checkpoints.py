@@ -1,0 +1,73 @@
+"""Trainer checkpoints: which ones are complete, which one to resume, and the output-dir guard."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "checkpoint_complete"  # written last, after every other file of a checkpoint
+REQUIRED_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class ResumeError(ValueError):
+    """A checkpoint cannot be resumed from, or the output directory is not safe to write."""
+
+
+def missing_checkpoint_files(folder: Path) -> list[str]:
+    """Files a resumable checkpoint needs that `folder` lacks (empty list = complete)."""
+    missing = [name for name in (*REQUIRED_FILES, COMPLETE_MARKER) if not (folder / name).is_file()]
+    if not any(folder.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    return missing
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders in `output_dir`, oldest step first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir()
+             if p.is_dir() and (m := _CHECKPOINT_NAME.match(p.name))]
+    return [path for _, path in sorted(found)]
+
+
+def newest_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step checkpoint with every file present; incomplete ones are skipped with a warning."""
+    for folder in reversed(list_checkpoints(output_dir)):
+        missing = missing_checkpoint_files(folder)
+        if not missing:
+            return folder
+        logger.warning("skipping incomplete checkpoint %s (missing %s)", folder, ", ".join(missing))
+    return None
+
+
+def resolve_resume(resume: bool | str, output_dir: Path) -> Path | None:
+    """Map the `resume_from_checkpoint` setting to a checkpoint folder (or None for a fresh start)."""
+    if resume is False:
+        return None
+    if resume is True:
+        found = newest_complete_checkpoint(output_dir)
+        if found is None:
+            logger.warning("resume requested but %s holds no complete checkpoint: starting fresh", output_dir)
+        return found
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise ResumeError(f"resume_from_checkpoint: {folder} is not a directory")
+    missing = missing_checkpoint_files(folder)
+    if missing:
+        raise ResumeError(f"resume_from_checkpoint: {folder} is incomplete (missing {', '.join(missing)})")
+    return folder
+
+
+def check_output_dir(output_dir: Path, resume: bool | str, overwrite: bool) -> None:
+    """Refuse to write into a non-empty output directory unless resuming or overwriting."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ResumeError(f"output_dir {output_dir} exists and is not a directory")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and resume is False and not overwrite:
+        raise ResumeError(
+            f"output_dir {output_dir} is not empty; set training.resume_from_checkpoint=true to continue "
+            "or training.overwrite_output_dir=true to start over"
+        )

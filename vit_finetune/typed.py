@@ -1,0 +1,130 @@
+"""Build typed dataclasses from plain mappings (parsed YAML), validating every key and type.
+
+Errors name the dotted key path, so a user sees `training.learning_rate: expected float, got 'three'`
+instead of a failure deep inside training. Numeric strings such as `5e-5` (which YAML 1.1 reads as a
+string) are accepted where a number is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Any, Literal, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def build_dataclass(cls: type, mapping: Mapping[str, Any] | None, where: str) -> Any:
+    """Instantiate dataclass `cls` from `mapping`, coercing each value to its annotated type."""
+    mapping = {} if mapping is None else mapping
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(mapping).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    values = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in mapping.items()}
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Return `value` converted to `annotation`, or raise ConfigError naming `where`."""
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(annotation), where)
+    if origin is Literal:
+        return _coerce_literal(value, typing.get_args(annotation), where)
+    if origin in (tuple, list):
+        return _coerce_sequence(value, origin, typing.get_args(annotation), where)
+    if origin is dict or annotation is dict:
+        return _expect(value, dict, where)
+    if dataclasses.is_dataclass(annotation):
+        return build_dataclass(annotation, value, where)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _coerce_enum(value, annotation, where)
+    return _coerce_scalar(value, annotation, where)
+
+
+def _coerce_union(value: Any, options: tuple, where: str) -> Any:
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where}: must not be null")
+    errors = []
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return coerce(value, option, where)
+        except ConfigError as err:
+            errors.append(str(err).split(": ", 1)[-1])
+    raise ConfigError(f"{where}: {'; '.join(errors)}")
+
+
+def _coerce_literal(value: Any, choices: tuple, where: str) -> Any:
+    if value not in choices:
+        raise ConfigError(f"{where}: must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _coerce_enum(value: Any, enum_cls: type, where: str) -> Any:
+    allowed = [member.value for member in enum_cls]
+    if value not in allowed:
+        raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}")
+    return value
+
+
+def _coerce_sequence(value: Any, origin: type, args: tuple, where: str) -> Any:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        items = [coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+    else:
+        item_type = args[0] if args else Any
+        items = [coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    return origin(items)
+
+
+def _coerce_scalar(value: Any, annotation: type, where: str) -> Any:
+    if annotation is bool:
+        return _expect(value, bool, where)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        return _to_float(value, where)
+    if annotation is str:
+        return _expect(value, str, where)
+    return _expect(value, annotation, where)
+
+
+def _to_float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: expected a number, got {value!r}")
+
+
+def _expect(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
