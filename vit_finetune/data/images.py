@@ -1,0 +1,93 @@
+"""Safe image opening and conversion of any PIL mode to 8-bit RGB.
+
+`open_image` refuses, with one `ImageFileError` line naming the file and the reason: formats outside
+`ALLOWED_FORMATS` (whatever the file extension says), decompression bombs (declared size checked
+before decoding), and truncated or corrupt files (pixels are decoded eagerly with `.load()`;
+`ImageFile.LOAD_TRUNCATED_IMAGES` is never set). EXIF orientation is applied.
+
+Mode rules of `to_rgb`: alpha (RGBA, LA, PA, palette with transparency) is composited on white;
+grayscale, palette, CMYK, YCbCr, ... use PIL's conversion; 16-bit (`I;16*`) and 32-bit `I` are
+scaled from the 0..65535 range to 0..255 (no saturation); float `F` is read as 0..1 when its maximum
+is <= 1, else as 0..255, and clipped.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own bomb threshold (Image.MAX_IMAGE_PIXELS), not overridable by it
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot or must not be decoded; the message names the file and the reason."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = name, reason
+
+
+def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image."""
+    name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+            _check_size(image, max_pixels, name)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except ImageFileError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageFileError(name, f"not an image in an allowed format ({', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError as err:
+        raise ImageFileError(name, f"decompression bomb refused ({err})") from None
+    except FileNotFoundError:
+        raise ImageFileError(name, "file not found") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise ImageFileError(name, f"corrupt or truncated image ({_one_line(err)})") from None
+
+
+def _check_size(image: Image.Image, max_pixels: int, name: str) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageFileError(name, f"decompression bomb refused ({width}x{height} > {max_pixels} pixels)")
+    if width == 0 or height == 0:
+        raise ImageFileError(name, f"empty image ({width}x{height})")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (alpha composited on white, 16-bit scaled, float clipped)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        return _gray_array_to_rgb(np.asarray(image, dtype=np.float64) / 257.0)
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        return _gray_array_to_rgb(values * 255.0 if values.max(initial=0.0) <= 1.0 else values)
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        return _composite_on_white(image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _gray_array_to_rgb(values: np.ndarray) -> Image.Image:
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)  # (H, W)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _composite_on_white(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
