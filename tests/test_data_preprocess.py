@@ -1,0 +1,134 @@
+"""PreprocessConfig I/O and the batched path's equivalence with transformers' ViTImageProcessor."""
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data.images import open_image
+from vit_finetune.data.preprocess import PreprocessConfig, pil_to_pixels, preprocess_batch, preprocess_images
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def hf_processor(**kwargs):
+    """The reference: transformers' ViT processor (PIL backend here: no torchvision)."""
+    from transformers import ViTImageProcessor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ViTImageProcessor(**kwargs)
+
+
+def hf_pixels(processor, images) -> torch.Tensor:
+    return torch.as_tensor(np.stack(processor(images, return_tensors="np")["pixel_values"]))
+
+
+def random_images(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def test_defaults_are_vit_processor_defaults():
+    reference = hf_processor().to_dict()
+    ours = PreprocessConfig().to_processor_dict()
+    for key in ("size", "resample", "do_resize", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"):
+        assert json.loads(json.dumps(ours[key])) == json.loads(json.dumps(reference[key])), key
+
+
+def test_save_pretrained_loads_in_auto_image_processor(tmp_path):
+    from transformers import AutoImageProcessor
+
+    cfg = PreprocessConfig(height=160, width=128, resample="bicubic", image_mean=(0.1, 0.2, 0.3), image_std=(0.4, 0.5, 0.6))
+    cfg.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(processor).__name__ in ("ViTImageProcessor", "ViTImageProcessorPil")
+    assert processor.size["height"] == 160 and processor.size["width"] == 128 and int(processor.resample) == 3
+    assert list(processor.image_mean) == [0.1, 0.2, 0.3] and list(processor.image_std) == [0.4, 0.5, 0.6]
+    assert PreprocessConfig.from_pretrained(tmp_path) == cfg
+
+
+def test_from_pretrained_reads_checkpoint_settings(tmp_path):
+    processor = {"size": {"shortest_edge": 256}, "crop_size": {"height": 224, "width": 224}, "do_center_crop": True,
+                 "resample": 3, "image_mean": [0.48, 0.46, 0.41], "image_std": [0.27, 0.26, 0.28], "rescale_factor": 0.5}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(processor))
+    cfg = PreprocessConfig.from_pretrained(tmp_path)
+    assert (cfg.shortest_edge, cfg.crop_height, cfg.resample, cfg.rescale_factor) == (256, 224, "bicubic", 0.5)
+    assert cfg.image_mean == (0.48, 0.46, 0.41) and cfg.output_size(100, 300) == (224, 224)
+
+
+def test_invalid_settings_name_the_field():
+    with pytest.raises(ValueError, match="resample"):
+        PreprocessConfig(resample="lanczos")
+    with pytest.raises(ValueError, match="height/width"):
+        PreprocessConfig(shortest_edge=224)
+    with pytest.raises(ValueError, match="resample"):
+        PreprocessConfig.from_dict({"resample": 1})
+
+
+@pytest.mark.parametrize("resample, target", [("bilinear", (64, 48)), ("bicubic", (64, 48)), ("nearest", (64, 96))])
+@pytest.mark.parametrize("source", [(32, 32), (300, 260)])
+def test_matches_vit_processor_on_random_images(resample, target, source):
+    """Up- and down-sampling; nearest only where no pixel centre falls on a tie (PIL rounds ties in fixed point)."""
+    images = random_images([source] * 4)
+    cfg = PreprocessConfig(height=target[0], width=target[1], resample=resample)
+    processor = hf_processor(size={"height": target[0], "width": target[1]}, resample=cfg.to_processor_dict()["resample"])
+    reference = hf_pixels(processor, images)
+    ours = preprocess_batch(torch.stack([pil_to_pixels(image) for image in images]), cfg)
+    assert ours.shape == reference.shape and ours.dtype == torch.float32
+    assert (ours - reference).abs().max() <= 0.02
+
+
+def test_shortest_edge_and_center_crop_match_processor():
+    images = random_images([(40, 70), (70, 40)])
+    cfg = PreprocessConfig(height=None, width=None, shortest_edge=36, do_center_crop=True, crop_height=32, crop_width=30)
+    processor = hf_processor(size={"shortest_edge": 36}, do_center_crop=True, crop_size={"height": 32, "width": 30})
+    reference = hf_pixels(processor, images)
+    assert (preprocess_images(images, cfg) - reference).abs().max() <= 0.02
+
+
+def test_preprocess_images_equals_batch_path():
+    images = random_images([(32, 32)] * 3)
+    cfg = PreprocessConfig()
+    batch = preprocess_batch(torch.stack([pil_to_pixels(image) for image in images]), cfg)
+    assert torch.equal(preprocess_images(images, cfg), batch)
+
+
+def test_no_resize_no_normalize():
+    pixels = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    cfg = PreprocessConfig(height=8, width=8, do_normalize=False)
+    assert torch.allclose(preprocess_batch(pixels, cfg), torch.ones(2, 3, 8, 8))
+    raw = preprocess_batch(pixels, PreprocessConfig(do_resize=False, do_rescale=False, do_normalize=False))
+    assert raw.shape == (2, 3, 8, 8) and raw.max() == 255
+
+
+def test_collate_shapes_and_dtypes():
+    examples = [{"pixels": torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8), "labels": i} for i in range(5)]
+    batch = ImageCollator(PreprocessConfig(height=64, width=64))(examples)
+    assert batch["pixel_values"].shape == (5, 3, 64, 64) and batch["pixel_values"].dtype == torch.float32
+    assert batch["labels"].tolist() == [0, 1, 2, 3, 4] and batch["labels"].dtype == torch.int64
+    assert batch["pixel_values"].device.type == "cpu"
+
+
+def test_collate_mixed_sizes_error_is_clear():
+    examples = [{"pixels": torch.zeros(3, 8, 8, dtype=torch.uint8), "labels": 0},
+                {"pixels": torch.zeros(3, 9, 8, dtype=torch.uint8), "labels": 1}]
+    with pytest.raises(ValueError, match="differ in size"):
+        ImageCollator(PreprocessConfig())(examples)
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="real CIFAR-10 copy not available")
+def test_matches_vit_processor_on_real_cifar_at_224():
+    files = sorted((CIFAR / "test").glob("*/*.jpg"))[::250][:40]  # 4 images of each class
+    images = [open_image(path) for path in files]
+    reference = hf_pixels(hf_processor(), images)
+    ours = ImageCollator(PreprocessConfig())([{"pixels": pil_to_pixels(image), "labels": 0} for image in images])
+    assert ours["pixel_values"].shape == (40, 3, 224, 224)
+    assert (ours["pixel_values"] - reference).abs().max() <= 0.02

@@ -1,0 +1,217 @@
+"""The "feature extractor": resize + rescale + normalise, on whole uint8 batches with torch ops.
+
+Settings travel with the weights: `PreprocessConfig.from_pretrained(dir)` reads the checkpoint's
+`preprocessor_config.json`, `save_pretrained(dir)` writes one that `AutoImageProcessor` loads as a
+`ViTImageProcessor`. Only a from-scratch model without a processor uses the dataclass defaults.
+
+Resizing runs on uint8 tensors with torch's antialiased kernels, which reproduce PIL's resampling
+(what `ViTImageProcessor` uses) to within a grey level or two, so the batched path matches the
+reference processor while staying vectorised. One code path serves training, evaluation and
+prediction: PIL image -> `pil_to_pixels` (uint8 (3, H, W), resized at decode only when asked) ->
+`preprocess_batch` (rescale, normalise).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+PROCESSOR_FILE = "preprocessor_config.json"
+# PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
+PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}
+
+
+@dataclass
+class PreprocessConfig:
+    """Image-processor settings, with `ViTImageProcessor` field names.
+
+    Output size: `height` x `width`, or (when `shortest_edge` is set) the shorter side scaled to
+    `shortest_edge` keeping the aspect ratio; then an optional centre crop to `crop_height` x
+    `crop_width`. The defaults (224 px, bilinear, mean = std = 0.5) serve only models trained
+    from scratch; pretrained checkpoints bring their own.
+    """
+
+    height: int | None = 224
+    width: int | None = 224
+    resample: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    do_resize: bool = True
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    shortest_edge: int | None = None
+    do_center_crop: bool = False
+    crop_height: int | None = None
+    crop_width: int | None = None
+
+    def __post_init__(self) -> None:
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if self.resample not in PIL_RESAMPLE:
+            raise ValueError(f"preprocess.resample: supported are {sorted(PIL_RESAMPLE)}, got {self.resample!r}")
+        if (self.shortest_edge is None) == (self.height is None or self.width is None):
+            raise ValueError("preprocess.height/width: give height and width, or shortest_edge (not both)")
+        if self.do_center_crop and (self.crop_height is None or self.crop_width is None):
+            raise ValueError("preprocess.crop_height/crop_width: required when do_center_crop is true")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError(f"preprocess.image_mean/image_std: need 3 values, std > 0, got {self.image_mean}, {self.image_std}")
+
+    # ---- sizes -------------------------------------------------------------------------------
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) after the resize step, exactly as transformers computes it."""
+        if not self.do_resize:
+            return height, width
+        if self.shortest_edge is None:
+            return self.height, self.width
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the model input for an image of (height, width)."""
+        if self.do_center_crop:
+            return self.crop_height, self.crop_width
+        return self.resized_size(height, width)
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, processor: dict) -> "PreprocessConfig":
+        """Build from an image-processor dict (`preprocessor_config.json` / `processor.to_dict()`)."""
+        size, crop = processor.get("size") or {}, processor.get("crop_size") or {}
+        defaults = cls()
+        return cls(
+            height=size.get("height"), width=size.get("width"), shortest_edge=size.get("shortest_edge"),
+            resample=_resample_name(processor.get("resample", PIL_RESAMPLE[defaults.resample])),
+            do_resize=processor.get("do_resize", defaults.do_resize),
+            do_rescale=processor.get("do_rescale", defaults.do_rescale),
+            rescale_factor=processor.get("rescale_factor", defaults.rescale_factor),
+            do_normalize=processor.get("do_normalize", defaults.do_normalize),
+            image_mean=_three(processor.get("image_mean", defaults.image_mean)),
+            image_std=_three(processor.get("image_std", defaults.image_std)),
+            do_center_crop=bool(processor.get("do_center_crop") or False),
+            crop_height=crop.get("height"), crop_width=crop.get("width"),
+        )
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | Path) -> "PreprocessConfig":
+        """Read a checkpoint folder's `preprocessor_config.json` (a hub id goes via AutoImageProcessor)."""
+        path = Path(name_or_dir) / PROCESSOR_FILE
+        if path.is_file():
+            return cls.from_dict(json.loads(path.read_text()))
+        from transformers import AutoImageProcessor
+
+        return cls.from_dict(AutoImageProcessor.from_pretrained(str(name_or_dir)).to_dict())
+
+    def to_processor_dict(self) -> dict:
+        """The `preprocessor_config.json` content of a `ViTImageProcessor` with these settings."""
+        size = {"height": self.height, "width": self.width}
+        if self.shortest_edge is not None:
+            size = {"shortest_edge": self.shortest_edge}
+        processor = {"image_processor_type": "ViTImageProcessor", "size": size,
+                     "resample": PIL_RESAMPLE[self.resample]}
+        fields = asdict(self)
+        for key in ("do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_center_crop"):
+            processor[key] = fields[key]
+        processor["image_mean"], processor["image_std"] = list(self.image_mean), list(self.image_std)
+        if self.do_center_crop:
+            processor["crop_size"] = {"height": self.crop_height, "width": self.crop_width}
+        return processor
+
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Write `preprocessor_config.json` into `out_dir`; returns its path."""
+        path = Path(out_dir) / PROCESSOR_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_processor_dict(), indent=2) + "\n")
+        return path
+
+
+def _resample_name(code: int | str) -> str:
+    if isinstance(code, str):
+        return code.lower()
+    names = {value: key for key, value in PIL_RESAMPLE.items()}
+    if int(code) not in names:
+        raise ValueError(f"preprocess.resample: PIL resample code {code} is not supported (only {names})")
+    return names[int(code)]
+
+
+def _three(values: float | list[float]) -> tuple[float, float, float]:
+    return tuple(float(v) for v in values) if isinstance(values, (list, tuple)) else (float(values),) * 3
+
+
+# ---- the batched path ------------------------------------------------------------------------
+
+
+def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, h, w) at the model's size: PIL-compatible resize, centre crop."""
+    height, width = pixels.shape[-2:]
+    size = cfg.resized_size(height, width)
+    if size != (height, width):
+        pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
+        mode = TORCH_MODE[cfg.resample]
+        pixels = F.interpolate(pixels, size=size, mode=mode, antialias=mode != "nearest-exact")
+    if cfg.do_center_crop:
+        pixels = center_crop(pixels, cfg.crop_height, cfg.crop_width)
+    return pixels
+
+
+def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crop (..., H, W) to (..., height, width) around the centre, offsets as in transformers."""
+    top, left = (pixels.shape[-2] - height) // 2, (pixels.shape[-1] - width) // 2
+    if top < 0 or left < 0:
+        raise ValueError(f"centre crop {height}x{width} is larger than the image {tuple(pixels.shape[-2:])}")
+    return pixels[..., top : top + height, left : left + width]
+
+
+def rescale_normalize(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (B, 3, h, w) -> float32 (B, 3, h, w): (x * rescale_factor - mean) / std in one fused pass."""
+    scale = torch.full((3,), cfg.rescale_factor if cfg.do_rescale else 1.0, dtype=torch.float64)
+    shift = torch.zeros(3, dtype=torch.float64)
+    if cfg.do_normalize:
+        mean, std = torch.tensor(cfg.image_mean, dtype=torch.float64), torch.tensor(cfg.image_std, dtype=torch.float64)
+        scale, shift = scale / std, mean / std
+    out = torch.empty(pixels.shape, dtype=torch.float32)  # contiguous NCHW, whatever the input layout
+    return torch.addcmul(-shift.float().view(1, 3, 1, 1), pixels, scale.float().view(1, 3, 1, 1), out=out)
+
+
+def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (B, 3, h, w) model input (resize, rescale, normalise).
+
+    Pixels already at the model's input size (resized at decode) skip the resize and crop.
+    """
+    if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
+    height, width = pixels.shape[-2:]
+    if cfg.output_size(height, width) != (height, width):  # not yet resized at decode
+        pixels = resize_batch(pixels, cfg)
+    return rescale_normalize(pixels, cfg)
+
+
+# ---- PIL images in (prediction, decode-time resize) ------------------------------------------
+
+
+def pil_to_pixels(image: Image.Image, resize_to: PreprocessConfig | None = None) -> torch.Tensor:
+    """RGB PIL image -> uint8 (3, H, W); with `resize_to`, brought to the model's size by `resize_batch`."""
+    pixels = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
+    if resize_to is not None:
+        pixels = resize_batch(pixels.unsqueeze(0), resize_to)[0].contiguous()
+    return pixels
+
+
+def preprocess_images(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
+    """RGB PIL images (any sizes) -> float32 (B, 3, h, w), the same numbers the data-set path gives.
+
+    Each image is resized alone with the kernel `preprocess_batch` uses on a batch (results do not
+    depend on the batch), so a data-set image gets exactly the input evaluation gives it.
+    """
+    pixels = torch.stack([pil_to_pixels(image, resize_to=cfg) for image in images])  # (B, 3, h, w)
+    return preprocess_batch(pixels, cfg)
