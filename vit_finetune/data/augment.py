@@ -1,0 +1,70 @@
+"""Train-time augmentation of one decoded uint8 image (3, H, W) with plain torch ops.
+
+Every random draw comes from torch's global RNG, which the Trainer seeds (and the DataLoader seeds
+per worker from it), so the same seed gives identical batches. Outputs keep the input size, so a
+batch still stacks and the collator resizes it to the model's size in one batched step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import AugmentConfig
+
+
+def augment(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, H, W): the configured crop, then an optional horizontal flip."""
+    if cfg.crop == "random_resized":
+        pixels = random_resized_crop(pixels, cfg.scale, cfg.ratio)
+    elif cfg.crop == "random_padded":
+        pixels = random_padded_crop(pixels, cfg.padding)
+    if cfg.horizontal_flip and torch.rand(()) < 0.5:
+        pixels = pixels.flip(-1)
+    return pixels
+
+
+def random_padded_crop(pixels: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero-pad `padding` px on every side, then crop the original (H, W) at a random offset."""
+    if padding == 0:
+        return pixels
+    height, width = pixels.shape[-2:]
+    padded = F.pad(pixels, (padding, padding, padding, padding))  # (3, H + 2p, W + 2p)
+    top, left = torch.randint(0, 2 * padding + 1, (2,)).tolist()
+    return padded[:, top : top + height, left : left + width]
+
+
+def random_resized_crop(pixels: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
+    """Crop a random area fraction in `scale` with aspect ratio in `ratio`, resize it back to (H, W)."""
+    height, width = pixels.shape[-2:]
+    top, left, crop_h, crop_w = _crop_box(height, width, scale, ratio)
+    crop = pixels[:, top : top + crop_h, left : left + crop_w].unsqueeze(0)  # (1, 3, h, w)
+    crop = crop.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True)[0]
+
+
+def _crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """The torchvision RandomResizedCrop sampler: 10 tries, then the largest centred box in `ratio`."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(()).uniform_(scale[0], scale[1]).item()
+        aspect = math.exp(torch.empty(()).uniform_(log_ratio[0], log_ratio[1]).item())
+        crop_w, crop_h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(torch.randint(0, height - crop_h + 1, ()).item())
+            left = int(torch.randint(0, width - crop_w + 1, ()).item())
+            return top, left, crop_h, crop_w
+    return _central_box(height, width, ratio)
+
+
+def _central_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    aspect = width / height
+    crop_w, crop_h = width, height
+    if aspect < ratio[0]:
+        crop_h = round(width / ratio[0])
+    elif aspect > ratio[1]:
+        crop_w = round(height * ratio[1])
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
