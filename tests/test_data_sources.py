@@ -5,6 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_explicit_columns_and_missing_columns(tmp_path):
 
 def test_no_image_or_label_feature(tmp_path):
     data = make_dataset_dict()
-    data.cast_column("label", __import__("datasets").Value("int64")).save_to_disk(str(tmp_path / "nolabel"))
+    data.cast_column("label", datasets.Value("int64")).save_to_disk(str(tmp_path / "nolabel"))
     with pytest.raises(DataError, match="no label column \\(ClassLabel feature\\).*set data.label_column"):
         load_splits(config(tmp_path / "nolabel", tmp_path))
     data.remove_columns("img").save_to_disk(str(tmp_path / "noimage"))
