@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -33,7 +34,8 @@ def _train(args: argparse.Namespace) -> int:
     from vit_finetune.training.run import train
 
     run = load_run_config(args.config, args.overrides)
-    result = train(run)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints logs; stdout stays for --json
+        result = train(run)
     metrics = result.metrics
     print(f"done: test accuracy {metrics.get('test_accuracy', float('nan')):.4f} on "
           f"{run.data.dataset} ({run.data.eval_split}), {metrics.get('train_runtime', 0) / 60:.1f} min, "

@@ -1,0 +1,140 @@
+"""Training end to end on generated data: artefacts, reload, fine-tuning, resume, guards."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from data_helpers import make_image_folder
+from helpers_hf import make_hf_vit_checkpoint
+from train_helpers import tiny_run_tree, weights
+from vit_finetune.config import run_config_from_dict
+from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data.preprocess import PreprocessConfig
+from vit_finetune.data.sources import load_splits
+from vit_finetune.modeling import load_classifier
+from vit_finetune.training.checkpoints import ResumeError
+from vit_finetune.training.run import train
+from vit_finetune.training.trainer import NonFiniteLossError
+
+REPO = Path(__file__).resolve().parent.parent
+CLASSES = ("red", "green", "blue", "yellow")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("data"), classes=CLASSES, per_class=24)
+
+
+def accuracy_of(model_dir: Path, data_dir: Path) -> float:
+    """Test accuracy of a saved model folder, computed by hand (no Trainer)."""
+    model = load_classifier(model_dir)
+    run = run_config_from_dict({"data": {"dataset": str(data_dir), "validation_fraction": 0.2}})
+    test = load_splits(run.data).test
+    batch = ImageCollator(PreprocessConfig.from_pretrained(model_dir))([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        predictions = model(batch["pixel_values"]).logits.argmax(-1)
+    return (predictions == batch["labels"]).float().mean().item()
+
+
+def test_train_script_end_to_end(data_dir, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_run_tree(data_dir, tmp_path / "run", num_train_epochs=4)))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config), "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout)
+    assert metrics["test_accuracy"] >= 0.9
+    out = tmp_path / "run"
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "run_config.yaml",
+                 "metrics.json", "trainer_log.json", "training_curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"test_accuracy", "train_runtime", "train_samples_per_second"} <= set(saved)
+    assert json.loads((out / "config.json").read_text())["id2label"] == {str(i): c for i, c in enumerate(sorted(CLASSES))}
+    assert accuracy_of(out, data_dir) == pytest.approx(saved["test_accuracy"], abs=1e-6)
+    assert "test accuracy" in result.stderr.splitlines()[-1]
+
+
+def test_finetune_from_local_hf_checkpoint_keeps_encoder_and_makes_new_head(data_dir, tmp_path):
+    checkpoint = make_hf_vit_checkpoint(tmp_path / "hf", num_labels=3, image_size=32, patch_size=8)
+    tree = tiny_run_tree(data_dir, tmp_path / "run", max_steps=1, learning_rate=1e-12)
+    tree["model"] = {"checkpoint": str(checkpoint)}
+    run = run_config_from_dict(tree)
+    from vit_finetune.training.model_setup import build_model
+
+    model = build_model(run.model, {i: c for i, c in enumerate(CLASSES)})
+    hf = weights(checkpoint)
+    ours = load_classifier(checkpoint).state_dict()
+    for key, value in model.state_dict().items():
+        if not key.startswith("classifier."):
+            assert torch.equal(value, ours[key]), key
+    assert model.classifier.out_features == len(CLASSES) and hf["classifier.weight"].shape[0] == 3
+    assert torch.equal(model.state_dict()["backbone.patch_embed.proj.weight"],
+                       hf["vit.embeddings.patch_embeddings.projection.weight"])
+
+
+def test_resume_from_epoch_checkpoint_is_bitwise_equal(data_dir, tmp_path):
+    full = tiny_run_tree(data_dir, tmp_path / "full", num_train_epochs=2, load_best_model_at_end=False)
+    train(run_config_from_dict(full))
+    first, last = sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed = tiny_run_tree(data_dir, tmp_path / "resumed", num_train_epochs=2, load_best_model_at_end=False)
+    resumed["training"]["resume_from_checkpoint"] = str(first)
+    train(run_config_from_dict(resumed))
+    expected, actual = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    assert not torch.equal(weights(first)["classifier.weight"], expected["classifier.weight"])  # training did move on
+
+
+def test_auto_resume_skips_incomplete_checkpoint(data_dir, tmp_path, caplog):
+    tree = tiny_run_tree(data_dir, tmp_path / "run", num_train_epochs=1, load_best_model_at_end=False)
+    train(run_config_from_dict(tree))
+    (checkpoint,) = (tmp_path / "run").glob("checkpoint-*")
+    half = tmp_path / "run" / "checkpoint-999"
+    shutil.copytree(checkpoint, half)
+    (half / "optimizer.pt").unlink()
+    tree["training"].update(resume_from_checkpoint=True, num_train_epochs=2)
+    train(run_config_from_dict(tree))
+    assert "skipping incomplete checkpoint" in caplog.text and "checkpoint-999" in caplog.text
+    tree["training"]["resume_from_checkpoint"] = str(half)
+    with pytest.raises(ResumeError, match="checkpoint-999 is incomplete .*optimizer.pt"):
+        train(run_config_from_dict(tree))
+
+
+def test_non_empty_output_dir_needs_resume_or_overwrite(data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    tree = tiny_run_tree(data_dir, tmp_path / "run", max_steps=1)
+    with pytest.raises(ResumeError, match="not empty"):
+        train(run_config_from_dict(tree))
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_non_finite_loss_stops_without_touching_last_checkpoint(data_dir, tmp_path):
+    tree = tiny_run_tree(data_dir, tmp_path / "run", num_train_epochs=1, load_best_model_at_end=False)
+    train(run_config_from_dict(tree))
+    (checkpoint,) = (tmp_path / "run").glob("checkpoint-*")
+    before = weights(checkpoint)
+    tree["training"].update(overwrite_output_dir=True, num_train_epochs=3, learning_rate=1e6,
+                            max_grad_norm=0.0, lr_scheduler_type="constant")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+"):
+        train(run_config_from_dict(tree))
+    after = weights(checkpoint)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == [checkpoint.name]
+
+
+def test_config_error_exits_non_zero_naming_the_key(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("training:\n  learning_rate: three\n")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "training.learning_rate" in result.stderr and str(config) in result.stderr
