@@ -138,3 +138,27 @@ def test_config_error_exits_non_zero_naming_the_key(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "training.learning_rate" in result.stderr and str(config) in result.stderr
+
+
+def test_two_process_cpu_run_matches_single_process(tmp_path):
+    """torchrun with 2 gloo processes x batch 4 == 1 process x batch 8 (64 train images: no ragged batch)."""
+    data = make_image_folder(tmp_path / "data", classes=CLASSES, per_class=20)
+    configs = {}
+    for name, batch in (("single", 8), ("multi", 4)):
+        tree = tiny_run_tree(data, tmp_path / name, per_device_train_batch_size=batch, load_best_model_at_end=False)
+        tree["data"]["augment"] = {"crop": "none", "horizontal_flip": False}  # per-process RNG streams differ
+        configs[name] = tmp_path / f"{name}.yaml"
+        configs[name].write_text(yaml.safe_dump(tree))
+    script = str(REPO / "scripts" / "train.py")
+    single = subprocess.run([sys.executable, script, "--config", str(configs["single"])],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script,
+                            "--config", str(configs["multi"])], capture_output=True, text=True, timeout=600)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    expected, actual = weights(tmp_path / "single"), weights(tmp_path / "multi")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.allclose(expected[key], actual[key], atol=1e-5), key
+    steps = json.loads((tmp_path / "multi" / "trainer_log.json").read_text())[-1]["step"]
+    assert steps == 2 * 64 // 8  # the data really was split between the processes

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainingArguments, set_seed
 
 from vit_finetune.config import RunConfig
@@ -70,6 +71,8 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
     if run.data.validation_fraction == 0:
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
     arguments.update(precision_arguments(resolve_precision(run.training.precision)))
+    if not torch.cuda.is_available():  # CPU-only: lets torchrun/accelerate run multi-process on gloo
+        arguments.setdefault("use_cpu", True)
     try:
         return TrainingArguments(**arguments)
     except (TypeError, ValueError) as err:
