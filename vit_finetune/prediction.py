@@ -1,0 +1,109 @@
+"""Predict the class of image files with a trained model (any common format, mode or size).
+
+    loaded = load_for_inference("runs/cifar10")
+    run = predict_files(loaded, ["cat.jpg", "dog.png"], top_k=3)
+    for prediction in run.predictions: print(prediction.path, prediction.label, prediction.score)
+
+Each file is opened with `data.images.open_image` (format allow-list, decompression-bomb check,
+eager decode, EXIF rotation, any mode -> RGB) and preprocessed with `data.preprocess.preprocess_images`,
+the same numbers the evaluation / training path gives an image of the data set. A file that cannot
+be read becomes an `ImageFileError` (file + reason) in `PredictionRun.errors`; the other files are
+still predicted. Imports stay light: no `datasets`, Trainer, `evaluate` or matplotlib.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from vit_finetune.data.images import ImageFileError, open_image
+from vit_finetune.data.preprocess import preprocess_images
+from vit_finetune.loading import LoadedModel, forward_logits, inference_device
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class Prediction:
+    """The top class of one image, its softmax score, the `top_k` best classes and the raw logits."""
+
+    path: str
+    label: str
+    score: float
+    top_k: list[tuple[str, float]]
+    logits: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: path, label, score, top_k as [{"label", "score"}, ...] (no logits)."""
+        return {"path": self.path, "label": self.label, "score": self.score,
+                "top_k": [{"label": label, "score": score} for label, score in self.top_k]}
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.label} ({self.score:.4f})"
+
+
+@dataclass
+class PredictionRun:
+    """Predictions for the readable files (in input order) and one error per unreadable file."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    errors: list[ImageFileError] = field(default_factory=list)
+
+
+def predict_files(
+    loaded: LoadedModel,
+    paths: Sequence[str | Path],
+    top_k: int = 5,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str = "auto",
+) -> PredictionRun:
+    """Classify image files in batches; unreadable files are reported, not fatal."""
+    loaded.model.to(inference_device())
+    run = PredictionRun()
+    for start in range(0, len(paths), batch_size):
+        opened, errors = open_image_files(paths[start : start + batch_size])
+        run.errors += errors
+        if opened:
+            logits = classify_images(loaded, [image for _, image in opened], precision)  # (B, num_labels)
+            run.predictions += [make_prediction(path, row, loaded.label_names, top_k)
+                                for (path, _), row in zip(opened, logits)]
+    return run
+
+
+def open_image_files(paths: Sequence[str | Path]) -> tuple[list[tuple[str, Image.Image]], list[ImageFileError]]:
+    """(path, RGB image) of the readable files in order, and an `ImageFileError` for each of the others."""
+    images, errors = [], []
+    for path in paths:
+        try:
+            images.append((str(path), open_image_file(path)))
+        except ImageFileError as err:
+            errors.append(err)
+    return images, errors
+
+
+def open_image_file(path: str | Path) -> Image.Image:
+    """`open_image` with plain reasons for a directory or an empty file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageFileError(str(path), "is a directory, not an image file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageFileError(str(path), "empty file (0 bytes)")
+    return open_image(path)
+
+
+def classify_images(loaded: LoadedModel, images: list[Image.Image], precision: str = "auto") -> torch.Tensor:
+    """float32 logits (B, num_labels) on the CPU for RGB PIL images of any sizes."""
+    pixel_values = preprocess_images(images, loaded.preprocess)  # (B, 3, h, w)
+    return forward_logits(loaded.model, pixel_values, precision).cpu()
+
+
+def make_prediction(path: str, logits: torch.Tensor, label_names: list[str], top_k: int) -> Prediction:
+    """The `Prediction` for one row of logits (num_labels,)."""
+    scores = logits.softmax(dim=-1)
+    top = torch.topk(scores, k=min(top_k, len(label_names)))
+    best = [(label_names[int(index)], float(score)) for score, index in zip(top.values, top.indices)]
+    return Prediction(path=path, label=best[0][0], score=best[0][1], top_k=best, logits=logits.tolist())
