@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -26,7 +27,7 @@ from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import load_splits
 from vit_finetune.evaluation import (EVAL_RESULTS, CONFUSION_MATRIX, LabelMismatchError, check_labels,
                                      classification_metrics, confusion_matrix_figure)
-from vit_finetune.modeling import load_classifier
+from vit_finetune.modeling import hub, load_classifier
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("blue", "green", "red", "yellow")  # sorted, as the imagefolder loader orders them
@@ -66,7 +67,8 @@ def run_eval(capsys, *argv) -> tuple[int, dict | None, str]:
 def hand_logits(model_dir: Path, data_dir: Path, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of the test split, computed without the evaluation module."""
     model = load_classifier(model_dir)
-    run = run_config_from_dict({"data": {"dataset": str(data_dir), "validation_fraction": 0.2, "cache_dir": str(cache_dir)}})
+    data = {"dataset": str(data_dir), "validation_fraction": 0.2, "cache_dir": str(cache_dir)}
+    run = run_config_from_dict({"data": data})
     test = load_splits(run.data).test
     batch = ImageCollator(PreprocessConfig.from_pretrained(model_dir))([test[i] for i in range(len(test))])
     with torch.no_grad():
@@ -117,6 +119,25 @@ def test_eval_data_set_override_and_output_dir(trained, capsys, tmp_path):
     assert results["batch_size"] == 5 and (out / EVAL_RESULTS).is_file() and (out / CONFUSION_MATRIX).is_file()
 
 
+def test_eval_with_a_config_file(trained, capsys, tmp_path):
+    checkpoint = make_hf_vit_checkpoint(tmp_path / "hf", id2label=dict(enumerate(CLASSES)))  # no recorded config
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"data": {"dataset": str(trained.data_dir), "cache_dir": str(trained.cache_dir)}}))
+    status, results, _ = run_eval(capsys, "--checkpoint", checkpoint, "--config", config, "data.max_eval_samples=8")
+    assert status == 0 and results["dataset"] == str(trained.data_dir) and results["num_images"] == 8
+
+
+def test_hub_id_goes_through_the_snapshot_and_writes_outside_the_cache(trained, capsys, tmp_path, monkeypatch):
+    snapshot = make_hf_vit_checkpoint(tmp_path / "cache" / "snapshot", id2label=dict(enumerate(CLASSES)))
+    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, allow_patterns: str(snapshot))
+    monkeypatch.chdir(tmp_path)
+    status, results, _ = run_eval(capsys, "--checkpoint", "some-org/tiny-vit", f"data.dataset={trained.data_dir}",
+                                  f"data.cache_dir={trained.cache_dir}")
+    assert status == 0 and results["checkpoint"] == "some-org/tiny-vit"
+    assert (tmp_path / "eval" / "some-org--tiny-vit-test" / EVAL_RESULTS).is_file()
+    assert not (snapshot / "eval-test").exists()
+
+
 def test_summary_goes_to_stdout_without_json(trained, capsys):
     assert eval_main(["--checkpoint", str(trained.output_dir), "--precision", "fp32"]) == 0
     out = capsys.readouterr().out
@@ -157,9 +178,11 @@ def test_metrics_on_random_logits_match_sklearn_and_a_loop():
     ranks = [(logits[i] > logits[i, labels[i]]).sum() for i in range(200)]
     assert results["top_k"] == 5 and results["top5_accuracy"] == pytest.approx(np.mean([r < 5 for r in ranks]))
     assert results["accuracy"] == pytest.approx(np.mean([r == 0 for r in ranks]))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, logits.argmax(1), labels=range(7), zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, logits.argmax(1), labels=range(7),
+                                                                     zero_division=0)
     assert results["per_class"]["c6"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-    assert results["macro_avg"] == pytest.approx({"precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean()})
+    macro = {"precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean()}
+    assert results["macro_avg"] == pytest.approx(macro)
     assert np.asarray(results["confusion_matrix"]).sum(axis=1).tolist() == support.tolist()
 
 

@@ -42,7 +42,8 @@ def test_predict_equals_eval_per_image(trained, tmp_path, size):
     loaded = load_for_inference(trained.output_dir)
     overrides = [f"data.cache_dir={tmp_path / 'cache'}"]
     if size is not None:  # a data set at another size: resized per batch by the collator, per image by predict
-        overrides.append(f"data.dataset={make_image_folder(tmp_path / 'data', classes=CLASSES, per_class=4, size=size)}")
+        other = make_image_folder(tmp_path / "data", classes=CLASSES, per_class=4, size=size)
+        overrides.append(f"data.dataset={other}")
     split = load_eval_split(loaded, eval_run_config(loaded, overrides=overrides))
     evaluated = collect_logits(loaded.model, split, loaded.preprocess, batch_size=5, precision="fp32")
     predicted = predict_files(loaded, split.sources, precision="fp32", batch_size=3)
@@ -177,7 +178,8 @@ def test_pickled_weights_load_only_when_weights_only(capsys, tmp_path):
     torch.save(state, folder / "pytorch_model.bin")  # plain tensors: loads with weights_only=True
     status, out, _ = run_predict(capsys, folder, image, "--json", "--top-k", 4)
     assert status == 0
-    assert predict_files(load_for_inference(folder), [image]).predictions[0].logits == pytest.approx(reference, abs=1e-6)
+    [prediction] = predict_files(load_for_inference(folder), [image]).predictions
+    assert prediction.logits == pytest.approx(reference, abs=1e-6)
     marker = tmp_path / "pwned"
     torch.save(state | {"classifier.weight": CreatesMarker(marker)}, folder / "pytorch_model.bin")
     status, out, err = run_predict(capsys, folder, image)
@@ -194,7 +196,8 @@ def test_script_end_to_end_without_heavy_imports(trained, good_image):
     assert json.loads(result.stderr.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.parametrize("command", [[sys.executable, str(REPO / "scripts" / "predict.py")], ["vit-finetune", "predict"]])
+@pytest.mark.parametrize("command", [[sys.executable, str(REPO / "scripts" / "predict.py")],
+                                     ["vit-finetune", "predict"]])
 def test_help(command):
     result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--checkpoint" in result.stdout and "--top-k" in result.stdout

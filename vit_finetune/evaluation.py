@@ -7,7 +7,8 @@ The split is the one recorded in the checkpoint's `run_config.yaml` (a `--config
 overrides such as `data.dataset=... data.eval_split=...` change it) and goes through the training
 data path: `load_splits` + `ImageCollator`, no augmentation. accelerate places the model and the
 batches (CUDA when present); bf16 runs only where `resolve_precision("auto")` picks it. Results:
-`eval_results.json` and `confusion_matrix.png` in `<checkpoint>/eval-<split>/` unless told otherwise.
+`eval_results.json` and `confusion_matrix.png` in `<checkpoint>/eval-<split>/` unless told otherwise
+(for a hub id: `eval/<org>--<name>-<split>/`, never the hub cache).
 """
 
 from __future__ import annotations
@@ -85,9 +86,16 @@ def evaluate_checkpoint(
                              num_workers=training_argument(run, "dataloader_num_workers"))
     results = classification_metrics(outputs.logits, outputs.labels, loaded.label_names)
     results |= run_summary(outputs, run, str(checkpoint), batch_size)
-    output_dir = Path(output_dir) if output_dir else loaded.model_dir / f"eval-{run.data.eval_split}"
+    output_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
     write_eval_outputs(results, output_dir)
     return EvalOutput(results=results, output_dir=output_dir)
+
+
+def default_output_dir(checkpoint: str | Path, split: str) -> Path:
+    """`<folder>/eval-<split>` for a local folder; `eval/<org>--<name>-<split>` for a hub id (not the hub cache)."""
+    if Path(checkpoint).is_dir():
+        return Path(checkpoint) / f"eval-{split}"
+    return Path("eval") / f"{str(checkpoint).replace('/', '--')}-{split}"
 
 
 def eval_run_config(loaded: LoadedModel, config: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
@@ -98,8 +106,8 @@ def eval_run_config(loaded: LoadedModel, config: str | Path | None = None, overr
     for override in overrides:
         apply_override(tree, override)
     if not (tree.get("data") or {}).get("dataset"):
-        raise ConfigError(f"{loaded.model_dir}: no run_config.yaml recorded with this model, so the data set is "
-                          "unknown; give one with data.dataset=<hub id or folder> [data.eval_split=<split>] or --config FILE")
+        raise ConfigError(f"{loaded.model_dir}: no run_config.yaml recorded with this model, so the data set is unknown; "
+                          "give data.dataset=<hub id or folder> [data.eval_split=<split>] or --config FILE")
     return run_config_from_dict(tree, source=f"{loaded.model_dir} (recorded run config + overrides)")
 
 
@@ -176,7 +184,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
         "per_class": per_class,
         "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
         "labels": list(label_names),
-        "confusion_matrix": confusion_matrix(labels, predictions, labels=ids).tolist(),  # rows: true, columns: predicted
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=ids).tolist(),  # rows: true, cols: predicted
     }
 
 
@@ -213,7 +221,8 @@ def write_eval_outputs(results: dict[str, Any], output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / EVAL_RESULTS, results)
     title = f"{Path(results['dataset']).name} ({results['split']}): accuracy {results['accuracy']:.4f}"
-    confusion_matrix_figure(results["confusion_matrix"], results["labels"], title).savefig(output_dir / CONFUSION_MATRIX, dpi=100)
+    figure = confusion_matrix_figure(results["confusion_matrix"], results["labels"], title)
+    figure.savefig(output_dir / CONFUSION_MATRIX, dpi=100)
     logger.info("wrote %s and %s to %s", EVAL_RESULTS, CONFUSION_MATRIX, output_dir)
 
 

@@ -64,7 +64,8 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
         return resolve_model_dir(name_or_dir)
     except (OSError, ValueError) as err:  # hub errors: HTTP / offline (OSError), bad repo id (ValueError)
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise CheckpointError(f"{name_or_dir}: not a model folder, and loading it as a hub id failed ({reason})") from None
+        message = f"{name_or_dir}: not a model folder, and loading it as a hub id failed ({reason})"
+        raise CheckpointError(message) from None
 
 
 def load_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:

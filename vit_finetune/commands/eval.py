@@ -16,11 +16,13 @@ def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
         prog=prog,
         description="Evaluate a checkpoint: accuracy, top-5, per-class precision/recall/F1, confusion matrix. "
                     "Writes eval_results.json and confusion_matrix.png.",
-        epilog="example: eval.py --checkpoint runs/cifar10 data.dataset=../shared/data/cifar10 data.max_eval_samples=1000",
+        epilog="example: eval.py --checkpoint runs/cifar10 data.dataset=../shared/data/cifar10 "
+               "data.max_eval_samples=1000",
     )
     parser.add_argument("--checkpoint", required=True,
-                        help="training output folder, a checkpoint-N inside it, or an HF image-classification folder / hub id")
-    parser.add_argument("--config", help="a run config (YAML file or name in configs/) instead of the recorded run_config.yaml")
+                        help="training output folder, a checkpoint-N in it, or an HF image-classification folder / hub id")
+    parser.add_argument("--config",
+                        help="a run config (YAML file or name in configs/) instead of the recorded run_config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="dotted overrides of the run config, e.g. data.dataset=DIR data.eval_split=test")
     parser.add_argument("--output-dir", help="where to write the results (default: CHECKPOINT/eval-<split>)")

@@ -19,7 +19,7 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
         epilog="example: predict.py --checkpoint runs/cifar10 cat.jpg dog.png --top-k 3 --json",
     )
     parser.add_argument("--checkpoint", required=True,
-                        help="training output folder, a checkpoint-N inside it, or an HF image-classification folder / hub id")
+                        help="training output folder, a checkpoint-N in it, or an HF image-classification folder / hub id")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image in --json (default 5)")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default 32)")
