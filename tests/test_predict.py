@@ -186,6 +186,13 @@ def test_pickled_weights_load_only_when_weights_only(capsys, tmp_path):
     assert status == 2 and "pytorch_model.bin: refused" in err and not marker.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on CUDA")
+def test_fp16_without_cuda_is_a_one_line_error(trained, capsys, good_image):
+    status = predict_main(["--precision", "fp16", "--checkpoint", str(trained.output_dir), str(good_image)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err[-1].startswith("error: --precision fp16: ") and "CUDA" in err[-1]
+
+
 def test_script_end_to_end_without_heavy_imports(trained, good_image):
     code = ("import json, sys; from vit_finetune.commands.predict import main; status = main(sys.argv[1:]); "
             f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]), file=sys.stderr); sys.exit(status)")

@@ -32,9 +32,8 @@ from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, load_splits
-from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
+from vit_finetune.loading import LoadedModel, forward_logits, inference_precision, load_for_inference
 from vit_finetune.training.artifacts import write_json
-from vit_finetune.training.precision import resolve_precision
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def collect_logits(
     num_workers: int = 0,
 ) -> SplitLogits:
     """Run `model` over `dataset` in order; accelerate places the model and the batches."""
-    precision = resolve_precision(precision)
+    precision = inference_precision(precision)
     accelerator = Accelerator(mixed_precision=ACCELERATE_PRECISION[precision])
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=ImageCollator(preprocess))

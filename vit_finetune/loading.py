@@ -1,7 +1,7 @@
 """One loader for inference: a model folder or hub id -> the scratch model, its preprocessing, its run config.
 
     loaded = load_for_inference("runs/cifar10")            # or runs/cifar10/checkpoint-500, or an HF folder / hub id
-    logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess))  # (B, num_labels)
+    logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), inference_precision("auto"))
 
 Accepted folders: a training output (`save_classifier` + `preprocessor_config.json` + `run_config.yaml`),
 any `checkpoint-N` inside one (its run config is read from the parent), an HF-native
@@ -27,6 +27,7 @@ from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
 from vit_finetune.modeling.model import ImageClassifier
 from vit_finetune.training.artifacts import read_resolved_config
 from vit_finetune.training.precision import resolve_precision
+from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,11 +91,18 @@ def inference_mode(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def forward_logits(model: ImageClassifier, pixel_values: torch.Tensor, precision: str = "auto") -> torch.Tensor:
-    """float32 logits (B, num_labels), computed (and left) on the model's device.
+def inference_precision(precision: str = "auto") -> str:
+    """`auto` -> bf16 / fp16 / fp32 as in training (bf16 only where the hardware is fast at it); a precision
+    this machine cannot run (fp16 without CUDA) is a `ConfigError`."""
+    try:
+        return resolve_precision(precision)
+    except ValueError as err:
+        raise ConfigError(f"--precision {precision}: {err}") from None
 
-    `precision` as in training: `auto` is bf16 only where `resolve_precision` says the hardware is fast at it.
-    """
+
+def forward_logits(model: ImageClassifier, pixel_values: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """float32 logits (B, num_labels), computed (and left) on the model's device; `precision` is resolved
+    (see `inference_precision`)."""
     device = next(model.parameters()).device
-    with inference_mode(device, resolve_precision(precision)):
+    with inference_mode(device, precision):
         return model(pixel_values.to(device)).logits.float()

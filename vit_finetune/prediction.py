@@ -22,7 +22,7 @@ from PIL import Image
 
 from vit_finetune.data.images import ImageFileError, open_image
 from vit_finetune.data.preprocess import preprocess_images
-from vit_finetune.loading import LoadedModel, forward_logits, inference_device
+from vit_finetune.loading import LoadedModel, forward_logits, inference_device, inference_precision
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -63,6 +63,7 @@ def predict_files(
 ) -> PredictionRun:
     """Classify image files in batches; unreadable files are reported, not fatal."""
     loaded.model.to(inference_device())
+    precision = inference_precision(precision)
     run = PredictionRun()
     for start in range(0, len(paths), batch_size):
         opened, errors = open_image_files(paths[start : start + batch_size])
@@ -95,8 +96,8 @@ def open_image_file(path: str | Path) -> Image.Image:
     return open_image(path)
 
 
-def classify_images(loaded: LoadedModel, images: list[Image.Image], precision: str = "auto") -> torch.Tensor:
-    """float32 logits (B, num_labels) on the CPU for RGB PIL images of any sizes."""
+def classify_images(loaded: LoadedModel, images: list[Image.Image], precision: str = "fp32") -> torch.Tensor:
+    """float32 logits (B, num_labels) on the CPU for RGB PIL images of any sizes (`precision` resolved)."""
     pixel_values = preprocess_images(images, loaded.preprocess)  # (B, 3, h, w)
     return forward_logits(loaded.model, pixel_values, precision).cpu()
 
