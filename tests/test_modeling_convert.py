@@ -19,7 +19,9 @@ from vit_finetune.modeling import (
 )
 from vit_finetune.modeling.hub import read_config_json
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+)
 
 
 def tiny_config(arch: str, pooling: str, num_labels: int = 3) -> ClassifierConfig:

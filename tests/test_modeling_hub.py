@@ -18,7 +18,9 @@ from vit_finetune.modeling import (
 )
 from vit_finetune.modeling.hub import read_config_json
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+)
 
 
 def tiny_classifier(arch: str, pooling: str):
@@ -28,7 +30,10 @@ def tiny_classifier(arch: str, pooling: str):
     return build_classifier(ClassifierConfig(encoder=encoder, pooling=pooling, num_labels=3, id2label=labels)).eval()
 
 
-@pytest.mark.parametrize("arch, pooling, hf_class", [("vit", "cls", "ViTForImageClassification"), ("siglip", "mean", "SiglipForImageClassification")])
+@pytest.mark.parametrize(
+    "arch, pooling, hf_class",
+    [("vit", "cls", "ViTForImageClassification"), ("siglip", "mean", "SiglipForImageClassification")],
+)
 @torch.no_grad()
 def test_saved_native_folder_loads_in_transformers_with_same_logits(tmp_path, arch, pooling, hf_class):
     model = tiny_classifier(arch, pooling)

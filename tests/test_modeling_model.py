@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from helpers_hf import make_hf_siglip_checkpoint, make_hf_vit_checkpoint
+from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, build_classifier, encoder_config_for_size
 from vit_finetune.modeling.layers import set_sdpa
 from vit_finetune.modeling.positions import resize_pos_embed
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+)
 
 
 def tiny_classifier(arch: str, pooling: str, **encoder_overrides) -> torch.nn.Module:
@@ -21,7 +24,8 @@ def tiny_classifier(arch: str, pooling: str, **encoder_overrides) -> torch.nn.Mo
 
 def test_named_sizes_come_from_the_table():
     base = encoder_config_for_size("base")
-    assert (base.hidden_size, base.num_hidden_layers, base.num_attention_heads, base.intermediate_size) == (768, 12, 12, 3072)
+    sizes = (base.hidden_size, base.num_hidden_layers, base.num_attention_heads, base.intermediate_size)
+    assert sizes == (768, 12, 12, 3072)
     assert (base.layer_norm_eps, base.hidden_act, base.class_token) == (1e-12, "gelu", True)
     large = encoder_config_for_size("L/32")
     assert (large.hidden_size, large.num_hidden_layers, large.patch_size) == (1024, 24, 32)
@@ -106,3 +110,10 @@ def test_resize_pos_embed_keeps_cls_and_is_identity_at_same_grid():
     assert torch.equal(resized[:, :1], table[:, :1])
     constant = torch.ones(1, 16, 8)  # bicubic keeps a constant field constant
     assert torch.allclose(resize_pos_embed(constant, (7, 7), num_prefix_tokens=0), torch.ones(1, 49, 8))
+
+
+@pytest.mark.parametrize("arch", ["vit", "siglip"])
+def test_encoder_benchmark_runs(arch):
+    """Smoke test only (no timing assertion): both encoders build from one config and train a step."""
+    result = compare_encoder_speed(arch, "cifar-tiny", image_size=32, batch_size=2, steps=1, warmup=0)
+    assert result["ours_images_per_s"] > 0 and result["hf_images_per_s"] > 0 and result["ratio"] > 0

@@ -78,6 +78,7 @@ class EncoderConfig:
     hidden_dropout_prob: float = 0.0
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
+    patch_dropout: float = 0.0  # share of patch tokens dropped per image while training (timm's PatchDropout)
     class_token: bool = True
     position_layout: PositionLayout = "parameter"
 
@@ -86,6 +87,8 @@ class EncoderConfig:
             raise ValueError(f"hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} not divisible by patch_size {self.patch_size}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ValueError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
 
     @property
     def grid_size(self) -> int:
@@ -176,7 +179,7 @@ def _parse_size_name(name: str) -> tuple[str, dict[str, int]]:
     return SIZE_LETTERS[match.group(1)], {"patch_size": int(match.group(2))}
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: the HF Trainer sets `model.config.use_cache`
 class ClassifierConfig:
     """Encoder + pooling (`cls`, `mean` over patch tokens, `map` attention pooling) + linear head."""
 

@@ -183,7 +183,9 @@ def hf_to_ours(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig)
     return {pair.ours: _merge([state_dict[name] for name in pair.hf]) for pair in pairs}
 
 
-def ours_to_hf(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig, hf_class: str) -> dict[str, torch.Tensor]:
+def ours_to_hf(
+    state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig, hf_class: str
+) -> dict[str, torch.Tensor]:
     """Convert our state dict to the key layout that HF `hf_class` writes to its files.
 
     `hf_class` is one of `HF_CLASSES`. Raises `CheckpointError` if a tensor has no HF counterpart.

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import transformers
 from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ClassifierConfig, Pooling, default_labels
@@ -70,12 +71,19 @@ def find_weights_file(model_dir: Path) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file, a sharded safetensors index, or a pickle loaded `weights_only`."""
-    if path.name.endswith(".safetensors"):
-        return load_file(path)
     if path.name.endswith(".safetensors.index.json"):
         shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(path.parent / shard).items()}
+        return {k: v for shard in shards for k, v in _load_safetensors(path.parent / shard).items()}
+    if path.name.endswith(".safetensors"):
+        return _load_safetensors(path)
     return _load_pickle_weights_only(path)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot read safetensors file: {err}") from err
 
 
 def _load_pickle_weights_only(path: Path) -> dict[str, torch.Tensor]:
@@ -115,7 +123,9 @@ def load_classifier(
     return model.eval()
 
 
-def _read_checkpoint(raw_config: dict[str, Any], weights_file: Path) -> tuple[ClassifierConfig, dict[str, torch.Tensor]]:
+def _read_checkpoint(
+    raw_config: dict[str, Any], weights_file: Path
+) -> tuple[ClassifierConfig, dict[str, torch.Tensor]]:
     """The stored config and its weights in our key layout."""
     state = read_state_dict(weights_file)
     if raw_config.get("format") == PROJECT_FORMAT:
@@ -188,7 +198,7 @@ def _resize_positions(
     key = "backbone.pos_embed" if new.position_layout == "parameter" else "backbone.position_embedding.weight"
     table = state[key] if new.position_layout == "parameter" else state[key].unsqueeze(0)  # (1, T, D)
     table = resize_pos_embed(table, (new.grid_size, new.grid_size), new.num_prefix_tokens)  # (1, T', D)
-    logger.info("resized position embeddings %dx%d -> %dx%d", old.grid_size, old.grid_size, new.grid_size, new.grid_size)
+    logger.info("resized position embeddings from a %d- to a %d-patch grid side", old.grid_size, new.grid_size)
     return state | {key: table if new.position_layout == "parameter" else table[0]}
 
 
@@ -200,7 +210,8 @@ def _load_strict(
     state = state | {k: v for k, v in own.items() if k.split(".", 1)[0] in new_groups}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    common = sorted(own.keys() & state.keys())
+    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in common if state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         raise CheckpointError(f"{source}: missing {missing}, unexpected {unexpected}, mis-shaped {wrong}")
     model.load_state_dict(state, strict=True)

@@ -52,6 +52,28 @@ class PatchEmbedding(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
+class PatchDropout(nn.Module):
+    """While training, keep a random subset of each image's patch tokens (prefix tokens always kept).
+
+    Liu et al. 2022, "PatchDropout: Economizing Vision Transformers Using Patch Dropout" (timm's
+    `patch_drop_rate`): fewer tokens make every layer cheaper, and act as a regulariser. Identity in eval.
+    """
+
+    def __init__(self, prob: float, num_prefix_tokens: int):
+        super().__init__()
+        self.prob, self.num_prefix_tokens = prob, num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob == 0.0:
+            return x
+        prefix, patches = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]  # (B, P, D), (B, N, D)
+        B, N, D = patches.shape
+        keep = max(1, int(N * (1.0 - self.prob)))
+        kept = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :keep]  # (B, K) token indices
+        patches = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, D))  # (B, K, D)
+        return torch.cat([prefix, patches], dim=1)  # (B, P+K, D)
+
+
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, D) -> (B, H, N, Dh)."""
     B, N, D = x.shape

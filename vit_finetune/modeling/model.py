@@ -15,7 +15,7 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .config import ClassifierConfig, EncoderConfig
-from .layers import AttentionPoolingHead, Encoder, PatchEmbedding
+from .layers import AttentionPoolingHead, Encoder, PatchDropout, PatchEmbedding
 from .positions import resize_pos_embed
 
 
@@ -47,6 +47,7 @@ class VisionEncoder(nn.Module):
         else:
             self.position_embedding = nn.Embedding(T, D)  # SigLIP: N position ids
         self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
+        self.patch_drop = PatchDropout(config.patch_dropout, config.num_prefix_tokens)
         self.encoder = Encoder(config)
         self.norm = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.init_weights()
@@ -86,7 +87,8 @@ class VisionEncoder(nn.Module):
         x = self.patch_embed(pixel_values)  # (B, N, D)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, 1+N, D)
-        return self.pos_drop(x + self.positions_for(H, W, interpolate_pos_encoding))
+        x = self.pos_drop(x + self.positions_for(H, W, interpolate_pos_encoding))  # (B, T, D)
+        return self.patch_drop(x)  # (B, T', D): T' < T only while training with patch_dropout
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Pixels (B, C, H, W) -> final hidden states (B, T, D), after the final LayerNorm."""
