@@ -23,7 +23,7 @@ from vit_finetune.typed import ConfigError, build_dataclass, coerce
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 RANDOM_INIT_FIELDS = ("size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob")
+                      "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class ModelSection:
     pooling: Literal["cls", "mean", "map"] | None = None
     hidden_dropout_prob: float | None = None
     attention_probs_dropout_prob: float | None = None
+    patch_dropout: float | None = None  # share of patch tokens dropped while training (speed, regularisation)
     # Preprocessing for a model without a preprocessor_config.json (random init).
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -50,7 +51,7 @@ class ModelSection:
         for name in ("image_size", "patch_size", "hidden_size", "num_hidden_layers",
                      "num_attention_heads", "intermediate_size"):
             _check_positive(getattr(self, name), f"model.{name}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ConfigError(f"model.{name}: must be in [0, 1), got {value}")

@@ -14,7 +14,7 @@ from vit_finetune.modeling.config import ARCH_DEFAULTS
 logger = logging.getLogger(__name__)
 
 SIZE_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-               "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob")
+               "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
 
 
 def build_preprocess(section: ModelSection) -> PreprocessConfig:
