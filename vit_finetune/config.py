@@ -10,7 +10,6 @@ the key and the file before anything heavy starts.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from vit_finetune.data.config import DataConfig
-from vit_finetune.typed import ConfigError, build_dataclass, coerce
+from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fields
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -170,12 +169,7 @@ def validate_training_arguments(mapping: dict) -> dict[str, Any]:
     """Check names and types against `transformers.TrainingArguments`, and common ranges."""
     from transformers import TrainingArguments
 
-    hints = typing.get_type_hints(TrainingArguments)
-    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    unknown = sorted(set(mapping) - fields)
-    if unknown:
-        raise ConfigError(f"training: unknown key(s) {unknown} (not TrainingArguments fields)")
-    arguments = {key: coerce(value, hints[key], f"training.{key}") for key, value in mapping.items()}
+    arguments = coerce_fields(TrainingArguments, mapping, "training", show_known=False)
     _check_training_ranges(arguments)
     arguments.setdefault("output_dir", "runs/default")
     return arguments

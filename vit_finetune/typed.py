@@ -23,18 +23,24 @@ def build_dataclass(cls: type, mapping: Mapping[str, Any] | None, where: str) ->
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{where}: expected a mapping of keys, got {type(mapping).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-    values = {key: coerce(value, hints[key], f"{where}.{key}") for key, value in mapping.items()}
+    values = coerce_fields(cls, mapping, where)
     try:
         return cls(**values)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from err
+
+
+def coerce_fields(cls: type, mapping: Mapping[str, Any], where: str, show_known: bool = True) -> dict[str, Any]:
+    """Check `mapping`'s keys against dataclass `cls`'s fields and coerce each value to its annotation."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        hint = f"; known keys: {sorted(known)}" if show_known else f" (not {cls.__name__} fields)"
+        raise ConfigError(f"{where}: unknown key(s) {unknown}{hint}")
+    return {key: coerce(value, hints[key], f"{where}.{key}") for key, value in mapping.items()}
 
 
 def coerce(value: Any, annotation: Any, where: str) -> Any:
