@@ -19,6 +19,7 @@ import torch
 import transformers
 from torch import nn
 
+from vit_finetune.bench.machine import synchronize
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size
 from vit_finetune.modeling.model import VisionEncoder
 
@@ -35,12 +36,15 @@ def hf_encoder(config: EncoderConfig) -> nn.Module:
 
 def _train_step(model: nn.Module, pixels: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
     """One forward + backward; returns its (wall, process CPU) time in seconds."""
-    autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    device = pixels.device
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     with autocast:
         out = model(pixels)
         tokens = out if isinstance(out, torch.Tensor) else out.last_hidden_state  # (B, T, D)
     tokens.float().mean().backward()
+    synchronize(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     model.zero_grad(set_to_none=True)
     return wall, cpu
@@ -54,6 +58,7 @@ def compare_encoder_speed(
     dtype: torch.dtype = torch.float32,
     steps: int = 3,
     warmup: int = 1,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float | int | str]:
     """Time forward+backward of our `VisionEncoder` vs the HF encoder (same config), interleaved.
 
@@ -62,8 +67,9 @@ def compare_encoder_speed(
     median process CPU time per step.
     """
     config = encoder_config_for_size(size, arch=arch, image_size=image_size)
-    models = {"ours": VisionEncoder(config).train(), "hf": hf_encoder(config).train()}
-    pixels = torch.randn(batch_size, config.num_channels, image_size, image_size)
+    device = torch.device(device)
+    models = {"ours": VisionEncoder(config).to(device).train(), "hf": hf_encoder(config).to(device).train()}
+    pixels = torch.randn(batch_size, config.num_channels, image_size, image_size, device=device)
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "hf": []}
     for step in range(warmup + steps):
         for name in ["ours", "hf"] if step % 2 == 0 else ["hf", "ours"]:

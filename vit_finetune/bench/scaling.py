@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from vit_finetune.bench.machine import PeakMemory, bench_device, max_rss_bytes, synchronize
+from vit_finetune.bench.machine import PeakMemory, bench_device, synchronize
 from vit_finetune.config import ModelSection
 from vit_finetune.modeling.hub import read_config_json
 from vit_finetune.training.model_setup import build_model
@@ -55,7 +55,7 @@ def training_step_point(checkpoint: str, image_size: int, batch_size: int, steps
     step = statistics.median(seconds[warmup:])
     return {"image_size": image_size, "batch_size": batch_size, "tokens": model.config.encoder.num_patches + 1,
             "precision": precision, "device": device.type, "step_s": step, "images_per_s": batch_size / step,
-            "step_peak_mib": memory.peak_bytes / MIB, "process_peak_rss_mib": max_rss_bytes() / MIB}
+            "step_peak_mib": memory.peak_bytes / MIB, "loaded_mib": memory.baseline / MIB}
 
 
 def run_point_subprocess(checkpoint: str | Path, image_size: int, batch_size: int, steps: int, warmup: int = 1,

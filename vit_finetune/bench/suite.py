@@ -23,7 +23,7 @@ import torch
 from vit_finetune.bench import inference, scaling
 from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.bench.flops import training_flops_per_image
-from vit_finetune.bench.machine import machine_info, machine_summary
+from vit_finetune.bench.machine import bench_device, machine_info, machine_summary
 from vit_finetune.bench.peak import bf16_is_fast, peak_matmul
 from vit_finetune.bench.preprocess import compare_preprocess_speed
 from vit_finetune.bench.training import TrainCase, case_encoder, compare_training, write_reference_checkpoint
@@ -77,7 +77,8 @@ class Settings:
 FULL = Settings(
     mode="full",
     training=(TrainCase("B/16-224", "cifar10", "B/16", 224, batch_size=4, steps=2, warmup=1, rounds=2),
-              TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=64, steps=5, warmup=1, rounds=2)),
+              TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=128, steps=5, warmup=1, rounds=2,
+                        as_shipped=True)),
     encoder=(EncoderCase("vit", "base", 224, batch_size=2, steps=2),
              EncoderCase("siglip", "base", 224, batch_size=2, steps=2)),
     scaling_case="B/16-224",
@@ -91,7 +92,7 @@ FULL = Settings(
 QUICK = Settings(
     mode="quick",
     training=(TrainCase("Ti/16-224", "cifar10", "Ti/16", 224, batch_size=8, steps=2, warmup=1),
-              TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=32, steps=3, warmup=1)),
+              TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=32, steps=3, warmup=1, as_shipped=True)),
     encoder=(EncoderCase("vit", "tiny", 224, batch_size=2, steps=2),
              EncoderCase("siglip", "tiny", 224, batch_size=2, steps=2)),
     preprocess_images=128,
@@ -162,13 +163,13 @@ def dataset_label_names(data_dir: str) -> list[str]:
 
 def encoder_comparison(case: EncoderCase) -> dict[str, Any]:
     """Ours vs the HF encoder, fp32; plus bf16 autocast where bf16 is fast on this machine."""
-    rows = [compare_encoder_speed(case.arch, case.size, case.image_size, case.batch_size, torch.float32,
-                                  case.steps, case.warmup)]
-    if bf16_is_fast(torch.device("cpu")):
-        rows.append(compare_encoder_speed(case.arch, case.size, case.image_size, case.batch_size, torch.bfloat16,
-                                          case.steps, case.warmup))
-    return {"rows": rows, "bf16_skipped": None if len(rows) > 1 else "bf16 is emulated on this CPU (no AMX / "
-            "AVX512-BF16): ~100x slower than fp32, not a precision anyone would train in here"}
+    device = bench_device()
+    rows = [compare_encoder_speed(case.arch, case.size, case.image_size, case.batch_size, dtype, case.steps,
+                                  case.warmup, device=device)
+            for dtype in ([torch.float32, torch.bfloat16] if bf16_is_fast(device) else [torch.float32])]
+    return {"device": device.type, "rows": rows,
+            "bf16_skipped": None if len(rows) > 1 else "bf16 is emulated on this CPU (no AMX / AVX512-BF16): "
+            "~100x slower than fp32, not a precision anyone would train in here"}
 
 
 def utilisation(settings: Settings, results: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class TrainCase:
     warmup: int = 1
     rounds: int = 1  # each round runs reference + ours, in alternating order
     model_overrides: tuple[tuple[str, Any], ...] = ()  # EncoderConfig fields on top (tests: micro models)
+    as_shipped: bool = False  # also time our side with the config's own random-init model (e.g. PatchDropout)
 
     @property
     def max_steps(self) -> int:
@@ -83,7 +84,7 @@ def case_encoder(case: TrainCase) -> EncoderConfig:
     if case.size is not None:
         return encoder_config_for_size(case.size, arch="vit", image_size=case.image_size, **overrides)
     model = dict(config_tree(case.config).get("model") or {}, arch="vit", image_size=case.image_size)
-    for key in ("checkpoint", "pooling", "image_mean", "image_std"):
+    for key in ("checkpoint", "pooling", "image_mean", "image_std", "patch_dropout"):  # the reference's computation
         model.pop(key, None)
     model.setdefault("size", "cifar-tiny")
     return random_init_encoder(build_dataclass(ModelSection, model | overrides, "model"))
@@ -106,10 +107,17 @@ def write_reference_checkpoint(encoder: EncoderConfig, label_names: list[str], d
 
 
 def our_run_config(case: TrainCase, checkpoint: Path, data_dir: str, output_dir: Path,
-                   compile: bool = False) -> RunConfig:
-    """The shipped run config with the benchmark's model, data slice and step count (no eval, no saving)."""
+                   compile: bool = False, as_shipped: bool = False) -> RunConfig:
+    """The shipped run config with the benchmark's model, data slice and step count (no eval, no saving).
+
+    The model is `checkpoint` (the reference's weights and computation), or with `as_shipped` the
+    config's own random-init model section (its pooling, PatchDropout, ...) at the case's sizes.
+    """
     tree = copy.deepcopy(config_tree(case.config))
-    tree["model"] = {"checkpoint": str(checkpoint), "pooling": "cls"}
+    if as_shipped:
+        tree["model"] = dict(tree.get("model") or {}, image_size=case.image_size, **dict(case.model_overrides))
+    else:
+        tree["model"] = {"checkpoint": str(checkpoint), "pooling": "cls"}
     tree["data"] = dict(tree.get("data") or {}, dataset=data_dir, validation_fraction=0.0,
                         max_train_samples=case.batch_size * case.max_steps, max_eval_samples=1)
     training = dict(tree.get("training") or {})
@@ -222,15 +230,19 @@ def compare_training(case: TrainCase, checkpoint: Path, data_dir: str, workdir: 
     splits = load_splits(run.data, seed=SEED, preprocess=build_preprocess(run.model))  # as training.run.train does
     files, labels = splits.train.sources, splits.train.labels
     build = {
-        "ours": lambda: our_trainer(run, splits),
         "reference": lambda: reference_trainer(checkpoint, files, labels, splits.label_names, case.batch_size,
                                                case.max_steps, workdir / "reference"),
+        "ours": lambda: our_trainer(run, splits),
     }
-    times: dict[str, list[float]] = {"ours": [], "reference": []}
+    shipped = None
+    if case.as_shipped and (config_tree(case.config).get("model") or {}).get("checkpoint") is None:
+        shipped = our_run_config(case, checkpoint, data_dir, workdir / "shipped", compile, as_shipped=True)
+        build["ours_as_shipped"] = lambda: our_trainer(shipped, splits)
+    times: dict[str, list[float]] = {name: [] for name in build}
     data: dict[str, float] = {}
     profiles: dict[str, Any] = {}
     for round_ in range(case.rounds):
-        for name in (["reference", "ours"] if round_ % 2 == 0 else ["ours", "reference"]):
+        for name in (list(build) if round_ % 2 == 0 else list(build)[::-1]):
             trainer = build[name]()
             times[name] += timed_steps(trainer, case.warmup)
             if name not in data:
@@ -239,7 +251,18 @@ def compare_training(case: TrainCase, checkpoint: Path, data_dir: str, workdir: 
                     profiles[name] = op_profile(trainer.model, next(iter(trainer.get_train_dataloader())))
             del trainer
             gc.collect()
-    return training_result(case, case_encoder(case), run, times, data) | {"profile": profiles}
+    result = training_result(case, case_encoder(case), run, times, data) | {"profile": profiles}
+    if shipped is not None:
+        result |= as_shipped_result(case, shipped, times)
+    return result
+
+
+def as_shipped_result(case: TrainCase, shipped: RunConfig, times: dict[str, list[float]]) -> dict[str, Any]:
+    """Our side trained exactly as the config ships it (its own random-init model), vs the same reference."""
+    speed = case.batch_size / statistics.median(times["ours_as_shipped"])
+    reference = case.batch_size / statistics.median(times["reference"])
+    return {"as_shipped_images_per_s": speed, "as_shipped_ratio": speed / reference,
+            "as_shipped_step_times_s": times["ours_as_shipped"], "as_shipped_model": asdict(shipped.model)}
 
 
 def training_result(case: TrainCase, encoder: EncoderConfig, run: RunConfig, times: dict[str, list[float]],
