@@ -171,13 +171,20 @@ def _training_md(results: dict[str, Any]) -> list[str]:
               "notebook img/s", "ratio", "input pipeline s/batch ours / ref", "step s ours / ref"]
     lines = (["## 1. Training throughput: ours vs the notebook pipeline", "",
               "Real CIFAR-10 images, the same randomly initialised checkpoint, batch, learning rate and steps; "
-              "images/s from the median step time (data loading included)."]
+              "images/s from the median step time (data loading included). Input pipeline = each side's data "
+              "work for one batch (read, decode, augment, preprocess, collate) timed alone in one process; "
+              f"our side runs it in {_workers(_measured(parts))} DataLoader worker(s) as its config says, the "
+              "notebook in the main process."]
              + [""] + _table(header, rows) + _problems(parts))
     if shipped:
         lines += (["", "Our side once more with the run config's own random-init model, as `scripts/train.py` "
                    "trains it (timed in the same rounds, same reference):", ""]
                   + _table(["case", "config", "model as shipped", "ours img/s", "notebook img/s", "ratio"], shipped))
     return lines
+
+
+def _workers(rows: list[dict[str, Any]]) -> str:
+    return "/".join(str(r["ours_dataloader_num_workers"]) for r in rows) or "0"
 
 
 def _model_summary(model: dict[str, Any]) -> str:
