@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vit_finetune.bench import suite
 from vit_finetune.bench.flops import flops_breakdown, forward_flops_per_image, training_flops_per_image
-from vit_finetune.bench.report import render_markdown
+from vit_finetune.bench.report import goals, render_markdown
 from vit_finetune.bench.training import TrainCase
 from vit_finetune.commands import benchmark as benchmark_command
 from vit_finetune.modeling import ClassifierConfig, build_classifier, encoder_config_for_size
@@ -94,7 +94,7 @@ def run_quick(tmp_path: Path, monkeypatch, data_dir: Path, **changes) -> tuple[d
 
 def check_common(results: dict, markdown: str) -> None:
     meta = results["meta"]
-    assert meta["mode"] == "quick" and "--quick" in meta["command"] and meta["date"]
+    assert meta["mode"] == "quick" and "--quick" in meta["command"] and meta["date"] and meta["complete"]
     assert {"cpu", "cpu_cores", "torch"} <= set(meta["machine"])
     assert results["hardware"]["fp32_flops_per_s"] > 0 and results["hardware"]["mfu_reference"] in ("fp32", "bf16")
     for part in results["encoder"]:
@@ -147,10 +147,12 @@ def test_quick_benchmark_without_data_skips_the_data_parts(tmp_path, monkeypatch
     assert "no data set at" in markdown
 
 
-def test_report_renders_failed_parts():
-    results = {"meta": {"mode": "full", "date": "d", "command": "c", "machine_summary": "m", "seconds": 1.0},
+def test_report_renders_failed_and_partial_results():
+    results = {"meta": {"mode": "full", "date": "d", "command": "c", "machine_summary": "m", "seconds": 1.0,
+                        "complete": False},
                "hardware": {"error": "RuntimeError: boom"}, "training": [{"error": "ValueError: bad"}],
                "encoder": [], "preprocess": {"skipped": "no data"}, "utilisation": {}, "scaling": {"error": "x"},
                "inference": {"skipped": "no data"}}
     markdown = render_markdown(results)
-    assert "ValueError: bad" in markdown and "RuntimeError: boom" in markdown
+    assert "ValueError: bad" in markdown and "RuntimeError: boom" in markdown and "partial" in markdown
+    assert "run time" not in json.dumps(goals(results))  # the time goal is judged on complete runs only

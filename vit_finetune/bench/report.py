@@ -45,7 +45,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_goal("preprocessing max |diff| vs ViTImageProcessor", pre["max_abs_diff"],
                           GOALS["preprocess_max_abs_diff"], higher_is_better=False))
     meta = results.get("meta", {})
-    if "seconds" in meta and meta.get("mode") in TIME_LIMITS_S:
+    if "seconds" in meta and meta.get("mode") in TIME_LIMITS_S and meta.get("complete", True):
         rows.append(_goal(f"benchmark run time ({meta['mode']}), s", meta["seconds"], TIME_LIMITS_S[meta["mode"]],
                           higher_is_better=False))
     return rows
@@ -123,7 +123,8 @@ def preprocess_note(pre: dict[str, Any]) -> str:
 def render_markdown(results: dict[str, Any]) -> str:
     """The full report as Markdown."""
     meta = results["meta"]
-    lines = [f"# Benchmark ({meta['mode']})", "",
+    partial = "" if meta.get("complete", True) else ", partial: still running or stopped"
+    lines = [f"# Benchmark ({meta['mode']}{partial})", "",
              f"- date: {meta['date']}", f"- machine: {meta['machine_summary']}",
              f"- command: `{meta['command']}`", f"- run time: {meta.get('seconds', 0) / 60:.1f} min", "",
              "Every ratio is measured side by side in this one run (same inputs, interleaved where possible); "

@@ -91,7 +91,7 @@ FULL = Settings(
 
 QUICK = Settings(
     mode="quick",
-    training=(TrainCase("Ti/16-224", "cifar10", "Ti/16", 224, batch_size=8, steps=2, warmup=1),
+    training=(TrainCase("Ti/16-224", "cifar10", "Ti/16", 224, batch_size=4, steps=2, warmup=1),
               TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=32, steps=3, warmup=1, as_shipped=True)),
     encoder=(EncoderCase("vit", "tiny", 224, batch_size=2, steps=2),
              EncoderCase("siglip", "tiny", 224, batch_size=2, steps=2)),
@@ -111,36 +111,45 @@ QUICK = Settings(
 )
 
 
-def run_benchmark(settings: Settings, data_dir: str = DEFAULT_DATA_DIR, command: str = "",
-                  compile: bool = False) -> dict[str, Any]:
-    """Run every part of the benchmark; returns the results (the content of benchmark.json)."""
+def run_benchmark(settings: Settings, data_dir: str = DEFAULT_DATA_DIR, command: str = "", compile: bool = False,
+                  on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every part of the benchmark; returns the results (the content of benchmark.json).
+
+    `on_progress(results)` is called after each part (the command writes the partial report with it).
+    """
     started = time.perf_counter()
     info = machine_info()
     results: dict[str, Any] = {"meta": {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": command, "mode": settings.mode, "data_dir": data_dir, "compile": compile,
+        "command": command, "mode": settings.mode, "data_dir": data_dir, "compile": compile, "complete": False,
         "machine": info, "machine_summary": machine_summary(info), "settings": dataclasses.asdict(settings)}}
     has_data = (Path(data_dir) / "train").is_dir() and (Path(data_dir) / "test").is_dir()
     no_data = {"skipped": f"no data set at {data_dir}"}
     with tempfile.TemporaryDirectory(prefix="vit-benchmark-") as tmp:
         workdir = Path(tmp)
         checkpoints = write_checkpoints(settings, data_dir if has_data else None, workdir)
-        results["hardware"] = _part("peak matmul", peak_matmul, settings.peak_fp32_size, settings.peak_bf16_size,
-                                    settings.peak_slow_bf16_size)
-        results["training"] = [
-            _part(f"training {case.name}", compare_training, case, checkpoints[case.name], data_dir,
-                  workdir / _slug(case.name), compile, profile=settings.profile) if has_data else no_data
-            for case in settings.training]
-        results["encoder"] = [_part(f"encoder {case.arch}-{case.size}", encoder_comparison, case)
-                              for case in settings.encoder]
-        results["preprocess"] = _part("preprocessing", compare_preprocess_speed, Path(data_dir) / "test",
-                                      settings.preprocess_images, settings.preprocess_batch_size,
-                                      settings.preprocess_size) if has_data else no_data
-        results["utilisation"] = utilisation(settings, results)
-        results["scaling"] = _part("scaling", scaling_part, settings, checkpoints)
-        results["inference"] = _part("inference", inference_part, settings, checkpoints, data_dir) if has_data \
-            else no_data
-    results["meta"]["seconds"] = time.perf_counter() - started
+        parts: dict[str, Callable[[], Any]] = {
+            "hardware": lambda: _part("peak matmul", peak_matmul, settings.peak_fp32_size, settings.peak_bf16_size,
+                                      settings.peak_slow_bf16_size),
+            "training": lambda: [
+                _part(f"training {case.name}", compare_training, case, checkpoints[case.name], data_dir,
+                      workdir / _slug(case.name), compile, profile=settings.profile) if has_data else no_data
+                for case in settings.training],
+            "encoder": lambda: [_part(f"encoder {case.arch}-{case.size}", encoder_comparison, case)
+                                for case in settings.encoder],
+            "preprocess": lambda: _part("preprocessing", compare_preprocess_speed, Path(data_dir) / "test",
+                                        settings.preprocess_images, settings.preprocess_batch_size,
+                                        settings.preprocess_size) if has_data else no_data,
+            "utilisation": lambda: utilisation(settings, results),
+            "scaling": lambda: _part("scaling", scaling_part, settings, checkpoints),
+            "inference": lambda: _part("inference", inference_part, settings, checkpoints, data_dir) if has_data
+            else no_data,
+        }
+        for key, run in parts.items():
+            results[key] = run()
+            results["meta"] |= {"seconds": time.perf_counter() - started, "complete": key == "inference"}
+            if on_progress is not None:
+                on_progress(results)
     return results
 
 

@@ -44,7 +44,8 @@ def _benchmark(args: argparse.Namespace, command: str) -> int:
     from vit_finetune.bench.suite import FULL, QUICK, run_benchmark
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs to stdout
-        results = run_benchmark(QUICK if args.quick else FULL, args.data, command, args.compile)
+        results = run_benchmark(QUICK if args.quick else FULL, args.data, command, args.compile,
+                                on_progress=lambda partial: write_outputs(partial, args.output_dir))
     json_path, md_path = write_outputs(results, args.output_dir)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
