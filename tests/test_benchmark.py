@@ -121,7 +121,8 @@ def failures(node) -> list:
 
 @pytest.mark.skipif(not CIFAR10.is_dir(), reason="needs the CIFAR-10 copy in ../shared/data/cifar10")
 def test_quick_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
-    results, markdown = run_quick(tmp_path, monkeypatch, small_cifar_copy(tmp_path / "cifar10"), scaling_image_sizes=(32,))
+    data = small_cifar_copy(tmp_path / "cifar10")
+    results, markdown = run_quick(tmp_path, monkeypatch, data, scaling_image_sizes=(32,))
     check_common(results, markdown)
     training = results["training"][0]
     assert training["ours_images_per_s"] > 0 and training["reference_images_per_s"] > 0
