@@ -177,8 +177,8 @@ def encoder_comparison(case: EncoderCase) -> dict[str, Any]:
                                   case.warmup, device=device)
             for dtype in ([torch.float32, torch.bfloat16] if bf16_is_fast(device) else [torch.float32])]
     return {"device": device.type, "rows": rows,
-            "bf16_skipped": None if len(rows) > 1 else "bf16 is emulated on this CPU (no AMX / AVX512-BF16): "
-            "~100x slower than fp32, not a precision anyone would train in here"}
+            "bf16_skipped": None if len(rows) > 1 else "bf16 is emulated on this CPU (no AMX / AVX512-BF16), far "
+            "slower than fp32 (see the peak matmul rates in section 4): not a precision anyone would train in here"}
 
 
 def utilisation(settings: Settings, results: dict[str, Any]) -> dict[str, Any]:
