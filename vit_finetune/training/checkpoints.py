@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete"  # written last, after every other file of a checkpoint
+STAGING_DIR = ".incomplete"  # checkpoints are written in here, then renamed to output_dir/checkpoint-N
+LOCK_FILE = ".lock"  # held by the run writing to output_dir (see training/lock.py)
 REQUIRED_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -62,11 +66,32 @@ def resolve_resume(resume: bool | str, output_dir: Path) -> Path | None:
     return folder
 
 
-def check_output_dir(output_dir: Path, resume: bool | str, overwrite: bool) -> None:
-    """Refuse to write into a non-empty output directory unless resuming or overwriting."""
+def publish_checkpoint(staged: Path, final: Path) -> None:
+    """Mark the fully written `staged` folder complete and rename it to `final` (an older `final` is replaced).
+
+    A crash before the rename leaves only the hidden staging folder, which no resume ever reads.
+    """
+    (staged / COMPLETE_MARKER).write_text("complete\n")
+    if final.exists():  # the same step saved again (e.g. interrupt at an epoch end): keep the newer one
+        replaced = staged.with_name(f"{staged.name}.replaced")
+        os.replace(final, replaced)
+        os.replace(staged, final)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(staged, final)
+
+
+def require_directory(output_dir: Path) -> None:
+    """Refuse an output_dir that exists as something other than a directory."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ResumeError(f"output_dir {output_dir} exists and is not a directory")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and resume is False and not overwrite:
+
+
+def check_output_dir(output_dir: Path, resume: bool | str, overwrite: bool) -> None:
+    """Refuse to write into a non-empty output directory unless resuming or overwriting (`.lock` aside)."""
+    require_directory(output_dir)
+    content = [p for p in output_dir.iterdir() if p.name != LOCK_FILE] if output_dir.is_dir() else []
+    if content and resume is False and not overwrite:
         raise ResumeError(
             f"output_dir {output_dir} is not empty; set training.resume_from_checkpoint=true to continue "
             "or training.overwrite_output_dir=true to start over"
