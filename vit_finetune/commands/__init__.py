@@ -6,9 +6,11 @@ import logging
 import sys
 from typing import Callable
 
-EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image: the message names the culprit
-EXIT_NON_FINITE_LOSS = 3
-EXIT_INTERRUPTED = 130
+EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image, or output_dir in use: the message names the culprit
+EXIT_NON_FINITE_LOSS = 3  # the message names the step; the last good checkpoint is untouched
+EXIT_OUT_OF_MEMORY = 4  # the message names training.per_device_train_batch_size
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C); during training a checkpoint was saved first
+EXIT_TERMINATED = 143  # SIGTERM during training, after saving a checkpoint
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -31,12 +33,24 @@ def run_guarded(body: Callable[[], int]) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
-        from vit_finetune.training.trainer import NonFiniteLossError
+        status = exit_status(err)
+        if status is None:
+            raise
+        print(f"{'interrupted' if status >= 128 else 'error'}: {err}", file=sys.stderr)
+        return status
 
-        if isinstance(err, NonFiniteLossError):
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_NON_FINITE_LOSS
-        if isinstance(err, user_errors()):
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USER_ERROR
-        raise
+
+def exit_status(err: Exception) -> int | None:
+    """The documented exit status for `err`, or None for a bug (which then propagates)."""
+    from vit_finetune.training.signals import TrainingInterrupted
+    from vit_finetune.training.trainer import NonFiniteLossError, TrainingOutOfMemoryError
+
+    if isinstance(err, TrainingInterrupted):
+        return err.exit_status
+    if isinstance(err, NonFiniteLossError):
+        return EXIT_NON_FINITE_LOSS
+    if isinstance(err, TrainingOutOfMemoryError):
+        return EXIT_OUT_OF_MEMORY
+    if isinstance(err, user_errors()):
+        return EXIT_USER_ERROR
+    return None

@@ -12,7 +12,11 @@ def build_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Fine-tune a Vision Transformer (or train one from scratch) with the HF Trainer.",
-        epilog="example: train.py --config cifar10-tiny data.dataset=../shared/data/cifar10 training.max_steps=50",
+        epilog="example: train.py --config cifar10-tiny data.dataset=../shared/data/cifar10 training.max_steps=50\n"
+               "exit status: 0 done; 2 bad config, data, checkpoint or image, or output_dir in use by another run; "
+               "3 non-finite loss; 4 out of memory; 130 (SIGINT) / 143 (SIGTERM) interrupted after saving a "
+               "checkpoint (continue with training.resume_from_checkpoint=true)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True,
                         help="a YAML file, or a bare name looked up in configs/ (e.g. cifar10, cifar10-tiny)")

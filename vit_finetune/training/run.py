@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import TrainOutput
 
 from vit_finetune.config import RunConfig
 from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, load_splits
 from vit_finetune.training import artifacts
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
+from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess
 from vit_finetune.training.precision import precision_arguments, resolve_precision
-from vit_finetune.training.trainer import ClassifierTrainer
+from vit_finetune.training.signals import GracefulInterrupt
+from vit_finetune.training.trainer import ClassifierTrainer, TrainingOutOfMemoryError, first_line
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -45,24 +50,63 @@ class TrainResult:
 
 
 def train(run: RunConfig) -> TrainResult:
-    """Fine-tune (or train from scratch) as `run` says; return the final metrics."""
+    """Fine-tune (or train from scratch) as `run` says; return the final metrics.
+
+    The run holds `output_dir/.lock` throughout (a second run there stops with `OutputDirLockedError`).
+    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device memory
+    raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
+    """
     output_dir = Path(run.training.output_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate: process 0 holds the lock
+        return _train(run, output_dir)
+    with output_dir_lock(output_dir):
+        return _train(run, output_dir)
+
+
+def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
     args = build_training_arguments(run)
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
+    check_trainable(splits, run.data.dataset)
     model = build_model(run.model, splits.id2label)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
-    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_output = fit(trainer, resume_from)
     test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
     metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
+
+
+def check_trainable(splits: ImageSplits, dataset: str) -> None:
+    """Refuse data a classifier cannot be trained or tested on: fewer than 2 classes, an empty split."""
+    if len(splits.label_names) < 2:
+        raise DataError(f"{dataset}: a classifier needs at least 2 classes, found {splits.label_names}")
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        if len(split) == 0:
+            raise DataError(f"{dataset}: the {name} split is empty")
+
+
+def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
+    """`trainer.train()`, stopping cleanly on SIGINT/SIGTERM and naming the batch size on out-of-memory."""
+    interrupt = GracefulInterrupt()
+    trainer.add_callback(interrupt)
+    try:
+        with interrupt.handlers():
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except torch.OutOfMemoryError as err:
+        raise TrainingOutOfMemoryError(
+            f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
+            f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
+            "batch), or on a GPU set training.auto_find_batch_size=true") from err
+    step = trainer.state.global_step
+    interrupt.raise_if_interrupted(step, str(Path(trainer.args.output_dir) / f"checkpoint-{step}"))
+    return output
 
 
 def build_training_arguments(run: RunConfig) -> TrainingArguments:

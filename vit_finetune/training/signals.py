@@ -1,0 +1,83 @@
+"""Graceful interrupts: SIGINT (Ctrl-C) or SIGTERM during training save a checkpoint, then stop.
+
+The handler only records the signal; `GracefulInterrupt` (a `TrainerCallback`) turns it into
+"save a checkpoint and stop" at the end of the current optimiser step, and `train()` then raises
+`TrainingInterrupted`, which the command line turns into exit status 128 + signal number (130 for
+SIGINT, 143 for SIGTERM). A second signal stops at once (`KeyboardInterrupt`, no checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; `exit_status` is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_status = 128 + signum
+
+
+class GracefulInterrupt(TrainerCallback):
+    """Records SIGINT/SIGTERM while `handlers()` is active and makes the Trainer save and stop."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def handlers(self) -> Iterator[None]:
+        """Install the handlers for the duration of the block, then restore the previous ones."""
+        if threading.current_thread() is not threading.main_thread():  # Python allows handlers only there
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._record) for signum in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+    def _record(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt  # a second signal: stop now, without a checkpoint
+        self.signum = signum
+        logger.warning("%s received: saving a checkpoint at the end of this step, then stopping "
+                       "(send it again to stop at once)", signal.Signals(signum).name)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signum is not None:
+            control.should_training_stop = True
+            if not epoch_complete(state):  # at an epoch end the epoch-end save below does it
+                control.should_save = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.signum is not None:  # no evaluation nor second save of a cut-short epoch
+            complete = epoch_complete(state)
+            control.should_save = complete
+            control.should_evaluate = control.should_evaluate and complete
+        return control
+
+    def raise_if_interrupted(self, step: int, checkpoint: str) -> None:
+        """Raise `TrainingInterrupted` if a signal came during training."""
+        if self.signum is not None:
+            name = signal.Signals(self.signum).name
+            raise TrainingInterrupted(self.signum, f"{name} at step {step}: checkpoint saved in {checkpoint}; "
+                                                   "continue with training.resume_from_checkpoint=true")
+
+
+def epoch_complete(state) -> bool:
+    """True right after the last optimiser step of an epoch (`state.epoch` is then a whole number)."""
+    return state.epoch is not None and float(state.epoch).is_integer()
