@@ -55,7 +55,7 @@ def test_auto_find_batch_size_passes_through_the_config(tmp_path):
     assert build_training_arguments(run_config_from_dict({"training": {}})).auto_find_batch_size is False
 
 
-def test_auto_find_batch_size_halves_the_batch_after_an_oom(data_dir, tmp_path, monkeypatch):
+def test_auto_find_batch_size_retries_a_smaller_batch_after_an_oom(data_dir, tmp_path, monkeypatch):
     """With the finder on, an OOM at batch 8 is retried with a smaller batch (accelerate's finder, as on a GPU)."""
     seen = []
     step = ClassifierTrainer.training_step
