@@ -151,10 +151,18 @@ def _load_local(path: Path, splits: tuple[str, str]) -> datasets.DatasetDict:
     if not path.is_dir():
         raise DataError(f"{path}: data set directory does not exist" if not path.exists() else f"{path}: not a directory")
     if (path / "dataset_dict.json").is_file():
-        return _require_splits(load_from_disk(str(path)), splits, str(path))
+        return _require_splits(_load_saved(path), splits, str(path))
     if (path / "state.json").is_file():
         raise DataError(f"{path}: a single saved Dataset; save a DatasetDict with splits {list(splits)}")
     return scan_image_folder(path, splits)
+
+
+def _load_saved(path: Path) -> datasets.DatasetDict:
+    """A `save_to_disk` folder; `datasets` cannot reload a saved empty split (IndexError), so name it."""
+    try:
+        return load_from_disk(str(path))
+    except IndexError as err:
+        raise DataError(f"{path}: cannot read this save_to_disk folder (an empty split?): {err}") from err
 
 
 def _require_splits(raw: datasets.DatasetDict, splits: tuple[str, str], name: str) -> datasets.DatasetDict:
