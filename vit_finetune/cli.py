@@ -22,11 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"vit-finetune: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(COMMANDS[argv[0]])
-    except ModuleNotFoundError:
-        print(f"vit-finetune: command {argv[0]!r} is not available in this version", file=sys.stderr)
-        return 2
+    module = importlib.import_module(COMMANDS[argv[0]])
     return module.main(argv[1:], prog=f"vit-finetune {argv[0]}")
 
 
