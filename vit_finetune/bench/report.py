@@ -152,7 +152,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out = ["| " + " | ".join(_cell(name) for name in header) + " |", "|" + "---|" * len(header)]
     return out + ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
 
 
@@ -161,7 +161,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "**no**"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # a literal | would end the table cell
 
 
 def _problems(parts: list[Any]) -> list[str]:
