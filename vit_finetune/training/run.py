@@ -15,7 +15,7 @@ from transformers.trainer_utils import TrainOutput
 from vit_finetune.config import RunConfig
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
-from vit_finetune.data.sources import ImageSplits, load_splits
+from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.training import artifacts
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.lock import output_dir_lock
@@ -125,8 +125,6 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
     """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
-    from vit_finetune.data.sources import apply_train_augmentation
-
     return ClassifierTrainer(
         model=model,
         args=args,
