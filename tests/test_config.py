@@ -44,6 +44,13 @@ def test_overrides_set_nested_keys_as_yaml_scalars(tmp_path):
     assert run.model.pooling == "mean"
 
 
+def test_bare_no_is_the_no_strategy_not_false(tmp_path):
+    path = write_config(tmp_path, {"training": {"save_strategy": False}})  # what YAML makes of `save_strategy: no`
+    run = load_run_config(path, ["training.eval_strategy=no"])
+    assert run.training.arguments["eval_strategy"] == "no"
+    assert run.training.arguments["save_strategy"] == "no"
+
+
 def test_warmup_ratio_maps_to_fractional_warmup_steps(tmp_path):
     run = load_run_config(write_config(tmp_path, {"training": {"warmup_ratio": 0.1}}))
     assert run.training.arguments["warmup_steps"] == pytest.approx(0.1)

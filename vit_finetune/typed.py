@@ -85,6 +85,8 @@ def _coerce_literal(value: Any, choices: tuple, where: str) -> Any:
 
 def _coerce_enum(value: Any, enum_cls: type, where: str) -> Any:
     allowed = [member.value for member in enum_cls]
+    if value is False and "no" in allowed:  # YAML 1.1 reads a bare `no` (eval_strategy: no) as false
+        return "no"
     if value not in allowed:
         raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}")
     return value
