@@ -8,7 +8,7 @@ import torch
 from helpers_hf import make_hf_siglip_checkpoint, make_hf_vit_checkpoint
 from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, build_classifier, encoder_config_for_size
-from vit_finetune.modeling.layers import set_sdpa
+from vit_finetune.modeling.layers import attend, explicit_is_faster, set_sdpa
 from vit_finetune.modeling.positions import resize_pos_embed
 
 TINY = dict(
@@ -85,6 +85,28 @@ def test_sdpa_equals_explicit_math(arch, pooling):
         set_sdpa(model, False)
         explicit = model(x).logits
     assert (fused - explicit).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(4, 2, 17, 64), (2, 2, 130, 16), (2, 2, 197, 32)])
+def test_attention_routes_agree_in_output_and_gradient(shape):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    grad_out = torch.randn(shape)
+    results = []
+    for use_sdpa in (True, False):
+        out = attend(q, k, v, 0.0, use_sdpa)
+        grads = torch.autograd.grad(out, (q, k, v), grad_out)
+        results.append((out, *grads))
+    for fused, explicit in zip(*results):
+        assert (fused - explicit).abs().max() < 1e-5
+
+
+def test_explicit_attention_only_for_short_narrow_training_on_cpu():
+    short_narrow = torch.randn(8, 4, 65, 32)
+    assert not explicit_is_faster(short_narrow)  # inference: no grad
+    assert explicit_is_faster(short_narrow.requires_grad_())
+    assert not explicit_is_faster(torch.randn(8, 4, 65, 64, requires_grad=True))
+    assert not explicit_is_faster(torch.randn(8, 4, 197, 32, requires_grad=True))
 
 
 def test_loss_is_cross_entropy():
