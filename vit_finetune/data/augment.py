@@ -1,8 +1,10 @@
-"""Train-time augmentation of one decoded uint8 image (3, H, W) with plain torch ops.
+"""Train-time augmentation of a batch of decoded uint8 images (B, 3, H, W) with plain torch ops.
 
-Every random draw comes from torch's global RNG, which the Trainer seeds (and the DataLoader seeds
-per worker from it), so the same seed gives identical batches. Outputs keep the input size, so a
-batch still stacks and the collator resizes it to the model's size in one batched step.
+Each image gets its own random draws, as if augmented alone; padded crops and flips run as one
+gather / select over the whole batch (per-example Python work would cost more than the model step
+of a small model). Every random draw comes from torch's global RNG, which the Trainer seeds (and
+the DataLoader seeds per worker from it), so the same seed gives identical batches. Outputs keep
+the input size, so the collator resizes the batch to the model's size in one batched step.
 """
 
 from __future__ import annotations
@@ -15,25 +17,28 @@ import torch.nn.functional as F
 from .config import AugmentConfig
 
 
-def augment(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """uint8 (3, H, W) -> uint8 (3, H, W): the configured crop, then an optional horizontal flip."""
+def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): the configured crop, then an optional horizontal flip."""
     if cfg.crop == "random_resized":
-        pixels = random_resized_crop(pixels, cfg.scale, cfg.ratio)
+        pixels = torch.stack([random_resized_crop(image, cfg.scale, cfg.ratio) for image in pixels])
     elif cfg.crop == "random_padded":
         pixels = random_padded_crop(pixels, cfg.padding)
-    if cfg.horizontal_flip and torch.rand(()) < 0.5:
-        pixels = pixels.flip(-1)
+    if cfg.horizontal_flip:
+        flip = torch.rand(pixels.shape[0]) < 0.5  # (B,)
+        pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
     return pixels
 
 
 def random_padded_crop(pixels: torch.Tensor, padding: int) -> torch.Tensor:
-    """Zero-pad `padding` px on every side, then crop the original (H, W) at a random offset."""
+    """Zero-pad each image `padding` px on every side, then crop its original (H, W) at a random offset."""
     if padding == 0:
         return pixels
-    height, width = pixels.shape[-2:]
-    padded = F.pad(pixels, (padding, padding, padding, padding))  # (3, H + 2p, W + 2p)
-    top, left = torch.randint(0, 2 * padding + 1, (2,)).tolist()
-    return padded[:, top : top + height, left : left + width]
+    B, C, H, W = pixels.shape
+    padded = F.pad(pixels, (padding, padding, padding, padding))  # (B, C, H + 2p, W + 2p)
+    top, left = torch.randint(0, 2 * padding + 1, (2, B, 1))  # 2 x (B, 1)
+    rows, cols = top + torch.arange(H), left + torch.arange(W)  # (B, H), (B, W)
+    batch, channel = torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
 def random_resized_crop(pixels: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from datasets import load_dataset, load_from_disk
 from PIL import Image
 
-from .augment import augment
+from .augment import augment_batch
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .folders import scan_image_folder
@@ -47,9 +47,10 @@ MAX_LISTED_ERRORS = 20
 class ImageDataset(torch.utils.data.Dataset):
     """A decoded split: item i -> {"pixels": uint8 (3, H, W), "labels": int}, optionally transformed.
 
-    `rows` is the underlying `datasets.Dataset` (columns pixels, labels, source); `transform` maps
-    one uint8 image to another (train-time augmentation). `__getitems__` fetches a whole batch from
-    Arrow in one call (torch's DataLoader uses it).
+    `rows` is the underlying `datasets.Dataset` (columns pixels, labels, source); `transform` maps a
+    uint8 batch (B, 3, H, W) to another of the same shape (train-time augmentation). `__getitems__`
+    fetches and transforms a whole batch in one call (torch's DataLoader uses it). All images of a
+    split share one size (see `decode_split`), so a batch always stacks.
     """
 
     def __init__(self, rows: datasets.Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -65,10 +66,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
-        pixels = torch.from_numpy(self._pixels[list(indices)]["pixels"]).unbind(0)  # B x (3, H, W) uint8
+        pixels = torch.from_numpy(self._pixels[list(indices)]["pixels"])  # (B, 3, H, W) uint8
         if self.transform is not None:
-            pixels = [self.transform(p) for p in pixels]
-        return [{"pixels": p, "labels": int(self._labels[i])} for p, i in zip(pixels, indices)]
+            pixels = self.transform(pixels)
+        return [{"pixels": p, "labels": int(self._labels[i])} for p, i in zip(pixels.unbind(0), indices)]
 
     @property
     def labels(self) -> list[int]:
@@ -80,7 +81,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return column(self.rows, "source").tolist()
 
     def with_transform(self, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> "ImageDataset":
-        """The same rows with another per-example transform (None: none)."""
+        """The same rows with another batch transform (None: none)."""
         return ImageDataset(self.rows, transform)
 
 
@@ -110,7 +111,7 @@ def column(rows: datasets.Dataset, name: str) -> np.ndarray:
 
 def apply_train_augmentation(split: ImageDataset, cfg: AugmentConfig) -> ImageDataset:
     """A view of `split` that augments each example with `cfg` (torch RNG); the input is unchanged."""
-    return split.with_transform(functools.partial(augment, cfg=cfg) if cfg.enabled else None)
+    return split.with_transform(functools.partial(augment_batch, cfg=cfg) if cfg.enabled else None)
 
 
 # ---- load_splits -----------------------------------------------------------------------------
