@@ -76,7 +76,7 @@ class Settings:
 
 FULL = Settings(
     mode="full",
-    training=(TrainCase("B/16-224", "cifar10", "B/16", 224, batch_size=4, steps=2, warmup=1, rounds=2),
+    training=(TrainCase("B/16-224", "cifar10", "B/16", 224, batch_size=4, steps=4, warmup=1, rounds=2),
               TrainCase("tiny-32", "cifar10-tiny", None, 32, batch_size=128, steps=5, warmup=1, rounds=2,
                         as_shipped=True)),
     encoder=(EncoderCase("vit", "base", 224, batch_size=2, steps=2),
