@@ -7,11 +7,17 @@ tiny model separates them after a few steps (>= 90 % accuracy is easy).
 from __future__ import annotations
 
 import colorsys
+import shutil
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pytest
 from PIL import Image
+
+# The real CIFAR-10 imagefolder copy beside the repository (tests that need it skip without it).
+CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason="needs the CIFAR-10 copy in ../shared/data/cifar10")
 
 NAMED_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 50, 220), "yellow": (230, 220, 30),
                  "black": (15, 15, 15), "white": (240, 240, 240), "cyan": (30, 210, 220), "magenta": (210, 40, 200)}
@@ -63,3 +69,14 @@ def make_dataset_dict(classes: tuple[str, ...] = ("red", "green", "blue"), per_c
         images = [make_class_image(label, len(classes), classes[label], size, rng) for label in labels]
         splits[split] = datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features)
     return datasets.DatasetDict(splits)
+
+
+def copy_cifar10_slice(target: Path, per_class: dict[str, int]) -> Path:
+    """The first `per_class[split]` real CIFAR-10 images of every class, in the same imagefolder layout."""
+    for split, count in per_class.items():
+        for class_dir in sorted((CIFAR10 / split).iterdir()):
+            out = target / split / class_dir.name
+            out.mkdir(parents=True)
+            for image in sorted(class_dir.glob("*.jpg"))[:count]:
+                shutil.copy(image, out / image.name)
+    return target

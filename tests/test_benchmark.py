@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from data_helpers import copy_cifar10_slice, needs_cifar10
 from vit_finetune.bench import suite
 from vit_finetune.bench.flops import flops_breakdown, forward_flops_per_image, training_flops_per_image
 from vit_finetune.bench.report import goals, render_markdown
@@ -20,7 +20,6 @@ from vit_finetune.modeling import ClassifierConfig, build_classifier, encoder_co
 from vit_finetune.modeling.layers import set_sdpa
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CIFAR10 = REPO_ROOT / ".." / "shared" / "data" / "cifar10"
 MICRO = (("hidden_size", 32), ("num_hidden_layers", 1), ("num_attention_heads", 2), ("intermediate_size", 64))
 
 
@@ -74,17 +73,6 @@ def micro_settings() -> suite.Settings:
         predict_runs=1, warm_repeats=1, profile=True)
 
 
-def small_cifar_copy(target: Path, per_class: int = 4) -> Path:
-    """A few real CIFAR-10 images per class and split, in the same imagefolder layout."""
-    for split in ("train", "test"):
-        for class_dir in sorted((CIFAR10 / split).iterdir()):
-            out = target / split / class_dir.name
-            out.mkdir(parents=True)
-            for image in sorted(class_dir.iterdir())[:per_class]:
-                shutil.copy(image, out / image.name)
-    return target
-
-
 def run_quick(tmp_path: Path, monkeypatch, data_dir: Path, **changes) -> tuple[dict, str]:
     monkeypatch.setattr(suite, "QUICK", dataclasses.replace(micro_settings(), **changes))
     out = tmp_path / "out"
@@ -119,9 +107,9 @@ def failures(node) -> list:
     return []
 
 
-@pytest.mark.skipif(not CIFAR10.is_dir(), reason="needs the CIFAR-10 copy in ../shared/data/cifar10")
+@needs_cifar10
 def test_quick_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
-    data = small_cifar_copy(tmp_path / "cifar10")
+    data = copy_cifar10_slice(tmp_path / "cifar10", {"train": 4, "test": 4})
     results, markdown = run_quick(tmp_path, monkeypatch, data, scaling_image_sizes=(32,))
     check_common(results, markdown)
     training = results["training"][0]

@@ -5,18 +5,14 @@ this is its first fifth, with the same model, optimiser and augmentation.
 """
 
 import json
-from pathlib import Path
-
 import pytest
 
+from data_helpers import CIFAR10, needs_cifar10
 from vit_finetune.commands.train import main as train_main
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CIFAR10 = REPO_ROOT / ".." / "shared" / "data" / "cifar10"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CIFAR10.is_dir(), reason="needs the CIFAR-10 copy in ../shared/data/cifar10")
+@needs_cifar10
 def test_shipped_tiny_recipe_learns_cifar10(tmp_path):
     output_dir = tmp_path / "run"
     status = train_main(["--config", "cifar10-tiny", f"data.dataset={CIFAR10}", f"training.output_dir={output_dir}",

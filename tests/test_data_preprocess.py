@@ -2,18 +2,17 @@
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_helpers import CIFAR10, needs_cifar10
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.images import open_image
 from vit_finetune.data.preprocess import PreprocessConfig, pil_to_pixels, preprocess_batch, preprocess_images
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def hf_processor(**kwargs):
@@ -124,9 +123,9 @@ def test_collate_mixed_sizes_error_is_clear():
         ImageCollator(PreprocessConfig())(examples)
 
 
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="real CIFAR-10 copy not available")
+@needs_cifar10
 def test_matches_vit_processor_on_real_cifar_at_224():
-    files = sorted((CIFAR / "test").glob("*/*.jpg"))[::250][:40]  # 4 images of each class
+    files = sorted((CIFAR10 / "test").glob("*/*.jpg"))[::250][:40]  # 4 images of each class
     images = [open_image(path) for path in files]
     reference = hf_pixels(hf_processor(), images)
     ours = ImageCollator(PreprocessConfig())([{"pixels": pil_to_pixels(image), "labels": 0} for image in images])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data_helpers import make_dataset_dict, make_image_folder
+from data_helpers import copy_cifar10_slice, make_dataset_dict, make_image_folder, needs_cifar10
 from vit_finetune.data import sources
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.config import AugmentConfig, DataConfig
@@ -20,7 +20,6 @@ from vit_finetune.data.images import open_image
 from vit_finetune.data.preprocess import PreprocessConfig, preprocess_images
 from vit_finetune.data.sources import apply_train_augmentation, load_splits, stratified_sample
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def config(dataset, tmp_path, **kwargs) -> DataConfig:
@@ -276,17 +275,10 @@ def test_config_builds_from_yaml_mapping():
 
 @pytest.fixture
 def cifar_slice(tmp_path):
-    if not CIFAR.is_dir():
-        pytest.skip("real CIFAR-10 copy not available")
-    for split, count in (("train", 10), ("test", 4)):
-        for class_dir in sorted((CIFAR / split).iterdir()):
-            target = tmp_path / "cifar" / split / class_dir.name
-            target.mkdir(parents=True)
-            for path in sorted(class_dir.glob("*.jpg"))[:count]:
-                shutil.copy(path, target / path.name)
-    return tmp_path / "cifar"
+    return copy_cifar10_slice(tmp_path / "cifar", {"train": 10, "test": 4})
 
 
+@needs_cifar10
 def test_real_cifar_slice(cifar_slice, tmp_path):
     splits = load_splits(config(cifar_slice, tmp_path, validation_fraction=0.1))
     assert splits.label_names[:3] == ["airplane", "automobile", "bird"] and len(splits.label_names) == 10
