@@ -7,18 +7,56 @@ from __future__ import annotations
 
 import torch
 
-from .preprocess import PreprocessConfig, preprocess_batch
+from .preprocess import PreprocessConfig, empty_batch, preprocess_batch
+
+# Counts the tensors (views included) that share a storage; without it the pool never reuses.
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class BufferPool:
+    """Float32 batch buffers, reused once nothing outside the pool refers to them.
+
+    A fresh 64 x 3 x 224 x 224 float32 batch is 38 MB of new pages, and faulting them in costs more
+    than computing the batch (docs/BENCHMARKS.md). Each `take` returns a new view of a buffer, so any
+    live reference to a batch (a Python name, an autograd saved tensor, a slice) keeps its buffer out
+    of reuse. Buffers moved to shared memory (sent from a DataLoader worker) are never reused.
+    """
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self.buffers: list[torch.Tensor] = []
+
+    def take(self, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        """An `empty_batch(shape)` tensor whose contents are garbage, to be overwritten."""
+        shape = torch.Size(shape)
+        for buffer in self.buffers:
+            if buffer.shape == shape and self._is_free(buffer):
+                return buffer.view(shape)
+        buffer = empty_batch(shape)
+        if _storage_use_count is not None:
+            kept = [b for b in self.buffers if not b.is_shared()]
+            self.buffers = kept[len(kept) - self.capacity + 1 :] + [buffer]
+        return buffer.view(shape)
+
+    @staticmethod
+    def _is_free(buffer: torch.Tensor) -> bool:
+        # Two users when free: the pool's tensor and the temporary storage object made to ask.
+        return not buffer.is_shared() and _storage_use_count(buffer.untyped_storage()._cdata) == 2
+
+    def __getstate__(self) -> dict:  # workers start with an empty pool
+        return {"capacity": self.capacity, "buffers": []}
 
 
 class ImageCollator:
     """list of {"pixels": uint8 (3, H, W), "labels": int} -> {"pixel_values", "labels"}.
 
-    pixel_values: float32 (B, 3, h, w), normalised at the model's size; labels: int64 (B,).
-    Picklable, so DataLoader workers can run it.
+    pixel_values: float32 (B, 3, h, w) channels-last, normalised at the model's size, written into a
+    pooled buffer; labels: int64 (B,). Picklable, so DataLoader workers can run it.
     """
 
     def __init__(self, cfg: PreprocessConfig):
         self.cfg = cfg
+        self.pool = BufferPool()
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         sizes = {tuple(example["pixels"].shape) for example in examples}
@@ -27,4 +65,5 @@ class ImageCollator:
                              "load_splits(..., preprocess=cfg) so mixed sizes are resized at decode")
         pixels = torch.stack([example["pixels"] for example in examples])  # (B, 3, H, W) uint8
         labels = torch.tensor([int(example["labels"]) for example in examples], dtype=torch.int64)  # (B,)
-        return {"pixel_values": preprocess_batch(pixels, self.cfg), "labels": labels}
+        out = self.pool.take((len(examples), 3, *self.cfg.output_size(*pixels.shape[-2:])))
+        return {"pixel_values": preprocess_batch(pixels, self.cfg, out=out), "labels": labels}

@@ -14,6 +14,8 @@ prediction: PIL image -> `pil_to_pixels` (uint8 (3, H, W), resized at decode onl
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -172,28 +174,80 @@ def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return pixels[..., top : top + height, left : left + width]
 
 
-def rescale_normalize(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
-    """uint8 (B, 3, h, w) -> float32 (B, 3, h, w): (x * rescale_factor - mean) / std in one fused pass."""
+def normalize_affine(cfg: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each float32 (3,), with model input = uint8 value * scale + shift per channel."""
     scale = torch.full((3,), cfg.rescale_factor if cfg.do_rescale else 1.0, dtype=torch.float64)
     shift = torch.zeros(3, dtype=torch.float64)
     if cfg.do_normalize:
         mean, std = torch.tensor(cfg.image_mean, dtype=torch.float64), torch.tensor(cfg.image_std, dtype=torch.float64)
-        scale, shift = scale / std, mean / std
-    out = torch.empty(pixels.shape, dtype=torch.float32)  # contiguous NCHW, whatever the input layout
-    return torch.addcmul(-shift.float().view(1, 3, 1, 1), pixels, scale.float().view(1, 3, 1, 1), out=out)
+        scale, shift = scale / std, -mean / std
+    return scale.float(), shift.float()
 
 
-def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+def _rows(batch: torch.Tensor) -> torch.Tensor:
+    """A channels-last (B, 3, h, w) tensor viewed as its memory rows (B*h, w*3), channels interleaved."""
+    return batch.permute(0, 2, 3, 1).view(-1, batch.shape[-1] * 3)
+
+
+# Images per step of `preprocess_batch`: a step's uint8 and float32 intermediates (~5 MB at 224 px)
+# stay in cache between the resize, the cast and the normalisation, instead of streaming the whole
+# batch through memory three times.
+CHUNK_BYTES = 5 << 20
+_chunk_threads: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
+
+
+def _chunk_pool() -> ThreadPoolExecutor | None:
+    """This process's threads for `preprocess_batch` steps, one per torch thread (None if just one).
+
+    torch's uint8 resize kernel uses one core, so steps run side by side instead. The pool is made
+    again in a forked child (a DataLoader worker), whose copy of the parent's pool has no threads.
+    """
+    global _chunk_threads
+    threads = torch.get_num_threads()
+    if threads < 2:
+        return None
+    if _chunk_threads is None or _chunk_threads[:2] != (os.getpid(), threads):
+        _chunk_threads = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="preprocess"))
+    return _chunk_threads[2]
+
+
+def empty_batch(shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """An uninitialised float32 (B, 3, h, w) batch in the layout `preprocess_batch` writes."""
+    return torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
+
+
+def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float32 (B, 3, h, w) model input (resize, rescale, normalise).
 
-    Pixels already at the model's input size (resized at decode) skip the resize and crop.
+    The result is channels-last in memory (strides of (B, h, w, 3)): the layout the resize kernel
+    produces, which the patch-embedding convolution reads as fast as NCHW, while transposing to NCHW
+    would cost more than all the rest. Pixels already at the model's input size (resized at decode)
+    skip the resize and crop. `out` (from `empty_batch`) receives the result instead of a fresh tensor.
     """
     if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
         raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
-    height, width = pixels.shape[-2:]
-    if cfg.output_size(height, width) != (height, width):  # not yet resized at decode
-        pixels = resize_batch(pixels, cfg)
-    return rescale_normalize(pixels, cfg)
+    height, width = cfg.output_size(*pixels.shape[-2:])
+    shape = (pixels.shape[0], 3, height, width)
+    out = empty_batch(shape) if out is None else out
+    if out.shape != shape or out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"preprocess_batch: out must be a float32 {shape} batch from empty_batch, got {out.dtype} {tuple(out.shape)}")
+    needs_resize = (height, width) != tuple(pixels.shape[-2:])
+    scale, shift = (values.repeat(width) for values in normalize_affine(cfg))  # (w*3,): one memory row's pattern
+    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes into `out` from the pool
+
+    def fill(start: int) -> None:
+        with torch.inference_mode(inference):
+            chunk = pixels[start : start + step]
+            chunk = (resize_batch(chunk, cfg) if needs_resize else chunk).contiguous(memory_format=torch.channels_last)
+            rows = _rows(out[start : start + step])
+            rows.copy_(_rows(chunk))  # uint8 -> float32 (addcmul on uint8 would allocate a float copy)
+            torch.addcmul(shift, rows, scale, out=rows)
+
+    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
+    starts = range(0, shape[0], step)
+    pool = _chunk_pool() if len(starts) > 1 else None
+    list(pool.map(fill, starts)) if pool is not None else [fill(start) for start in starts]
+    return out
 
 
 # ---- PIL images in (prediction, decode-time resize) ------------------------------------------
