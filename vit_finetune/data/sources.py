@@ -37,6 +37,7 @@ from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .folders import scan_image_folder
 from .images import ImageFileError, open_image
+from .pixel_store import PixelStore
 from .preprocess import PreprocessConfig, pil_to_pixels
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, rows: datasets.Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.rows = rows
         self.transform = transform
-        self._pixels = rows.with_format("numpy", columns=["pixels"], dtype=np.uint8)  # default widens to int64
+        self._pixels = PixelStore(rows)
         self._labels = column(rows, "labels").astype(np.int64)
 
     def __len__(self) -> int:
@@ -66,7 +67,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
-        pixels = torch.from_numpy(self._pixels[list(indices)]["pixels"])  # (B, 3, H, W) uint8
+        pixels = torch.from_numpy(self._pixels.take(indices))  # (B, 3, H, W) uint8
         if self.transform is not None:
             pixels = self.transform(pixels)
         return [{"pixels": p, "labels": int(self._labels[i])} for p, i in zip(pixels.unbind(0), indices)]
