@@ -120,6 +120,9 @@ def test_quick_benchmark_writes_json_and_markdown(tmp_path, monkeypatch):
         assert training["as_shipped_ratio"] > 0 and training["as_shipped_model"]["hidden_size"] == 32
     assert results["preprocess"]["max_abs_diff"] <= 0.02
     assert results["utilisation"]["rows"][0]["ours_mfu"] > 0
+    readings = results["hardware"]["mfu_reference_readings"]  # the peak, measured twice: the higher one counts
+    assert len(readings) == 2 and results["utilisation"]["peak_flops_per_s"] == max(readings)
+    assert results["preprocess"]["fresh_output_images_per_s"] > 0
     inference = results["inference"]
     assert inference["eval"][0]["images"] == 8 and inference["eval"][0]["images_per_s"] > 0
     cold = inference["predict"][0]["cold"]

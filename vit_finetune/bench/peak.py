@@ -38,7 +38,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     return cpu_has_fast_bf16()
 
 
-def peak_matmul(fp32_size: int, bf16_size: int, slow_bf16_size: int, repeats: int = 3) -> dict:
+def peak_matmul(fp32_size: int, bf16_size: int, slow_bf16_size: int, repeats: int = 8) -> dict:
     """Peak fp32 and bf16 matmul FLOP/s on the benchmark device, and which one MFU is reported against.
 
     MFU uses the peak of the precision the training actually runs in (`bf16` where it is fast).

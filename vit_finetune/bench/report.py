@@ -237,8 +237,11 @@ def _utilisation_md(results: dict[str, Any]) -> list[str]:
              f"Peak matmul on {peak['device']}: fp32 {peak['fp32_flops_per_s'] / 1e9:.1f} GFLOP/s "
              f"({peak['fp32_matrix_size']}^2), bf16 {peak['bf16_flops_per_s'] / 1e9:.2f} GFLOP/s "
              f"({peak['bf16_matrix_size']}^2; {'fast' if peak['bf16_fast'] else 'emulated, no bf16 hardware'}). "
-             f"MFU below is against the **{use.get('peak', peak['mfu_reference'])} peak**. Training FLOPs: matmuls "
-             "only, forward x 3 (vit_finetune/bench/flops.py).", ""]
+             f"MFU below is against the **{use.get('peak', peak['mfu_reference'])} peak**"
+             + (" (the higher of two readings, at the start and mid-run: "
+                + ", ".join(f"{r / 1e9:.1f}" for r in peak["mfu_reference_readings"]) + " GFLOP/s)"
+                if "mfu_reference_readings" in peak else "")
+             + ". Training FLOPs: matmuls only, forward x 3 (vit_finetune/bench/flops.py).", ""]
     rows = [[r["case"], r["training_flops_per_image"] / 1e9, r.get("ours_flops_per_s", 0) / 1e9,
              f"{r.get('ours_mfu', 0):.1%}", r.get("reference_flops_per_s", 0) / 1e9, f"{r.get('reference_mfu', 0):.1%}"]
             for r in use.get("rows", [])]
