@@ -6,11 +6,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from data_helpers import copy_cifar10_slice, needs_cifar10
+from data_helpers import copy_cifar10_slice, make_image_folder, needs_cifar10
 from vit_finetune.bench import suite
 from vit_finetune.bench.flops import flops_breakdown, forward_flops_per_image, training_flops_per_image
 from vit_finetune.bench.report import goals, render_markdown
@@ -148,3 +149,23 @@ def test_report_renders_failed_and_partial_results():
     markdown = render_markdown(results)
     assert "ValueError: bad" in markdown and "RuntimeError: boom" in markdown and "partial" in markdown
     assert "run time" not in json.dumps(goals(results))  # the time goal is judged on complete runs only
+
+
+def test_pipeline_speed_command_times_the_training_input_path(tmp_path, monkeypatch, capsys):
+    from vit_finetune.bench import preprocess
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = make_image_folder(tmp_path / "data", per_class=12, size=16)
+    preprocess.main([str(folder), "--pipeline", "--size", "24", "--batch-size", "4", "--crop", "random_padded"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["size"] == 24 and result["crop"] == "random_padded" and result["batch_size"] == 4
+    assert result["images"] > 0 and result["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("fresh, expected", [(2_000.0, "the pooled buffers avoid"), (9_000.0, "bought nothing")])
+def test_preprocess_note_reads_the_allocation_cost_from_the_run(fresh, expected):
+    from vit_finetune.bench.report import preprocess_note
+
+    note = preprocess_note({"speedup": 14.0, "batched_images_per_s": 7_000.0, "fresh_output_images_per_s": fresh,
+                            "fresh_output_speedup": fresh / 500})
+    assert expected in note and f"{fresh:.0f} img/s" in note

@@ -1,6 +1,6 @@
-"""The shipped cifar10-tiny recipe on the real CIFAR-10 copy, shortened (slow: ~7 min on 2 cores).
+"""The shipped cifar10-tiny recipe on the real CIFAR-10 copy, shortened (slow: ~6 min on 2 cores).
 
-Run with `python -m pytest -m slow`. The full 6 000-step run (67.2 % test accuracy) is in the README;
+Run with `python -m pytest -m slow`. The full 6 000-step run (66.7 % test accuracy) is in the README;
 this is its first fifth, with the same model, optimiser and augmentation.
 """
 
@@ -19,4 +19,5 @@ def test_shipped_tiny_recipe_learns_cifar10(tmp_path):
                          "training.max_steps=1200", "training.eval_steps=600", "training.save_steps=600"])
     assert status == 0
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    assert metrics["test_accuracy"] >= 0.45  # measured: 50.5 % (6.8 min on 2 cores, 2026-11-23)
+    # measured: 50.5 % (6.8 min on 2 cores, 2026-11-23); passed again in 5.5 min on 2026-11-30
+    assert metrics["test_accuracy"] >= 0.45, f"test accuracy {metrics['test_accuracy']:.3f}"

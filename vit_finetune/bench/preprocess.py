@@ -1,10 +1,12 @@
 """Benchmark the batched preprocessing path against transformers' ViTImageProcessor.
 
-    python -m vit_finetune.bench.preprocess ../shared/data/cifar10/test --num-images 256 --batch-size 64
+    python -m vit_finetune.bench.preprocess ../shared/data/cifar10/test --num-images 512 --batch-size 64
+    python -m vit_finetune.bench.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128
 
 Both sides get the same decoded images (PIL RGB for the processor, uint8 tensors for ours) and take
-turns, a whole pass over the images each, for a few rounds, so machine load affects both alike. The pipeline benchmark times the
-whole training input path (Arrow read, augmentation, collate) through a DataLoader.
+turns, a whole pass over the images each, for a few rounds, so machine load affects both alike. The
+pipeline benchmark times the whole training input path (Arrow read, augmentation, collate) through
+a DataLoader.
 """
 
 from __future__ import annotations
@@ -88,14 +90,33 @@ def pipeline_speed(dataset: torch.utils.data.Dataset, cfg: PreprocessConfig, bat
     return {"images_per_s": seen / seconds, "batch_size": batch_size, "num_workers": num_workers, "images": seen}
 
 
+def training_pipeline_speed(data_dir: str | Path, size: int, batch_size: int, crop: str, num_batches: int = 50) -> dict:
+    """`pipeline_speed` of a data set's train split as training reads it: cached decode, augmentation, collate."""
+    from vit_finetune.data.config import AugmentConfig, DataConfig
+    from vit_finetune.data.sources import apply_train_augmentation, load_splits
+
+    cfg = PreprocessConfig(height=size, width=size)
+    splits = load_splits(DataConfig(dataset=str(data_dir)), preprocess=cfg)
+    train = apply_train_augmentation(splits.train, AugmentConfig(crop=crop, horizontal_flip=True))
+    return {"size": size, "crop": crop, **pipeline_speed(train, cfg, batch_size, num_batches=num_batches)}
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--pipeline: image_dir is the data set (train/ and test/), e.g. "
+                                            "../shared/data/cifar10 --pipeline --size 32 --batch-size 128 --crop none")
     parser.add_argument("image_dir")
     parser.add_argument("--num-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--pipeline", action="store_true", help="time the whole training input path instead")
+    parser.add_argument("--crop", default="none", choices=["none", "random_padded", "random_resized"])
     args = parser.parse_args(argv)
-    print(json.dumps(compare_preprocess_speed(args.image_dir, args.num_images, args.batch_size, args.size), indent=2))
+    if args.pipeline:
+        result = training_pipeline_speed(args.image_dir, args.size, args.batch_size, args.crop)
+    else:
+        result = compare_preprocess_speed(args.image_dir, args.num_images, args.batch_size, args.size)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -122,11 +122,15 @@ def encoder_notes(results: dict[str, Any]) -> list[str]:
 
 def preprocess_note(pre: dict[str, Any]) -> str:
     """What bounds the preprocessing speed-up, from the run's own figures."""
+    fresh, pooled = pre["fresh_output_images_per_s"], pre["batched_images_per_s"]
+    allocation = ("faulting in 602 KB of new pages per image cost more than computing it, which the pooled buffers avoid"
+                  if fresh < 0.8 * pooled else "new pages were cheap in this run (their cost varies with the VM and the "
+                  "process's allocation history), so the pool bought nothing here")
     return (f"Preprocessing: {pre['speedup']:.1f}x (goal {GOALS['preprocess']:g}x). Writing each batch into freshly "
-            f"allocated memory instead of a pooled buffer runs at {pre['fresh_output_images_per_s']:.0f} img/s "
-            f"({pre['fresh_output_speedup']:.1f}x): page-faulting 602 KB of new float32 per image costs more than computing "
-            "it. What remains is the antialiased uint8 resize (torch's kernel uses one core, so batch chunks run on a "
-            "thread each) and the cast + normalise pass, which streams the 602 KB float32 image through memory twice.")
+            f"allocated memory instead of a pooled buffer ran at {fresh:.0f} img/s ({pre['fresh_output_speedup']:.1f}x): "
+            f"{allocation}. What remains is the antialiased uint8 resize (torch's kernel uses one core, so batch chunks "
+            "run on a thread each) and the cast + normalise pass, which streams the 602 KB float32 image through "
+            "memory twice (CPU kernels cast mixed-dtype inputs into a temporary first, so the two cannot fuse).")
 
 
 # ---- markdown --------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ Resizing runs on uint8 tensors with torch's antialiased kernels, which reproduce
 reference processor while staying vectorised. One code path serves training, evaluation and
 prediction: PIL image -> `pil_to_pixels` (uint8 (3, H, W), resized at decode only when asked) ->
 `preprocess_batch` (rescale, normalise).
+
+Speed (docs/BENCHMARKS.md): batches come out channels-last (the resize kernel's layout), in
+cache-sized chunks on one thread per core (the uint8 resize kernel is single-threaded), and the
+collator writes them into reused buffers (`collate.BufferPool`) instead of fresh memory.
 """
 
 from __future__ import annotations
