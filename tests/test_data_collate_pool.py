@@ -112,3 +112,26 @@ def test_dataloader_workers_give_the_main_process_batches():
     loader = torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=collate, num_workers=2)
     workers = [b["pixel_values"] for b in loader]  # held: each must stay intact while later ones arrive
     assert all(torch.equal(a, b) for a, b in zip(main, workers)) and len(workers) == 6
+
+
+def _two_threads(_worker_id: int) -> None:
+    torch.set_num_threads(2)  # DataLoader workers start with one thread: give this one a chunk pool
+
+
+def test_forked_workers_make_their_own_chunk_threads(monkeypatch):
+    import vit_finetune.data.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 4 * 3 * 16 * 16 * 2)  # 2 images per chunk: the pool runs
+    examples = [{"pixels": torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), "labels": 0} for _ in range(12)]
+    collate = ImageCollator(PreprocessConfig(height=16, width=16))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        main = [collate(examples[i : i + 4])["pixel_values"].clone() for i in range(0, 12, 4)]  # parent's pool exists
+        assert preprocess._chunk_threads is not None
+        loader = torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=collate, num_workers=1, timeout=60,
+                                             worker_init_fn=_two_threads, multiprocessing_context="fork")
+        workers = [batch["pixel_values"] for batch in loader]  # a child using the parent's threadless pool would hang
+    finally:
+        torch.set_num_threads(threads)
+    assert len(workers) == 3 and all(torch.equal(a, b) for a, b in zip(main, workers))
