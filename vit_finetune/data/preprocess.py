@@ -231,27 +231,38 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
     if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
         raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
     height, width = cfg.output_size(*pixels.shape[-2:])
-    shape = (pixels.shape[0], 3, height, width)
-    out = empty_batch(shape) if out is None else out
-    if out.shape != shape or out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
-        raise ValueError(f"preprocess_batch: out must be a float32 {shape} batch from empty_batch, got {out.dtype} {tuple(out.shape)}")
-    needs_resize = (height, width) != tuple(pixels.shape[-2:])
+    out = _checked_out(out, (pixels.shape[0], 3, height, width))
     scale, shift = (values.repeat(width) for values in normalize_affine(cfg))  # (w*3,): one memory row's pattern
+    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
+    chunks = [(pixels[i : i + step], out[i : i + step]) for i in range(0, pixels.shape[0], step)]
     inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes into `out` from the pool
 
-    def fill(start: int) -> None:
+    def fill(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
         with torch.inference_mode(inference):
-            chunk = pixels[start : start + step]
-            chunk = (resize_batch(chunk, cfg) if needs_resize else chunk).contiguous(memory_format=torch.channels_last)
-            rows = _rows(out[start : start + step])
-            rows.copy_(_rows(chunk))  # uint8 -> float32 (addcmul on uint8 would allocate a float copy)
-            torch.addcmul(shift, rows, scale, out=rows)
+            _preprocess_chunk(*chunk, cfg, scale, shift)
 
-    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
-    starts = range(0, shape[0], step)
-    pool = _chunk_pool() if len(starts) > 1 else None
-    list(pool.map(fill, starts)) if pool is not None else [fill(start) for start in starts]
+    pool = _chunk_pool() if len(chunks) > 1 else None
+    list(pool.map(fill, chunks)) if pool is not None else [fill(chunk) for chunk in chunks]
     return out
+
+
+def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    if out is None:
+        return empty_batch(shape)
+    if out.shape != shape or out.dtype != torch.float32 or not out.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"preprocess_batch: out must be a float32 {shape} batch from empty_batch, "
+                         f"got {out.dtype} {tuple(out.shape)}")
+    return out
+
+
+def _preprocess_chunk(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
+                      shift: torch.Tensor) -> None:
+    """Resize a uint8 chunk to `out`'s size if needed, then out = pixels * scale + shift per channel."""
+    if pixels.shape[-2:] != out.shape[-2:]:
+        pixels = resize_batch(pixels, cfg)
+    rows = _rows(out)
+    rows.copy_(_rows(pixels.contiguous(memory_format=torch.channels_last)))  # uint8 -> float32, in place
+    torch.addcmul(shift, rows, scale, out=rows)  # (addcmul on uint8 would first allocate a float copy)
 
 
 # ---- PIL images in (prediction, decode-time resize) ------------------------------------------
