@@ -42,9 +42,13 @@ def test_views_are_rebuilt_after_pickling(splits):
     assert np.array_equal(store.take([3, 0, 7]), datasets_rows(splits.train, [3, 0, 7]))
 
 
-def test_other_layouts_fall_back_to_datasets():
+def test_other_layouts_fall_back_to_datasets_once(monkeypatch):
     pixels = np.arange(4 * 3 * 2 * 2, dtype=np.uint8).reshape(4, 3, 2, 2)
     rows = datasets.Dataset.from_dict({"pixels": pixels.tolist()})  # nested lists, no fixed shape
     store = PixelStore(rows)
+    attempts = []
+    make_views = store._make_views
+    monkeypatch.setattr(store, "_make_views", lambda: attempts.append(1) or make_views())
     assert np.array_equal(store.take([2, 0]), pixels[[2, 0]])
-    assert store._views == ()
+    assert np.array_equal(store.take([1]), pixels[[1]])
+    assert store._views == () and len(attempts) == 1  # the layout is judged once, not on every batch

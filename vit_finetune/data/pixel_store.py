@@ -37,8 +37,8 @@ class PixelStore:
 
     def take(self, indices: list[int]) -> np.ndarray:
         """uint8 (B, 3, H, W), a new array (the file's pages are never written to)."""
-        views = self._views or self._make_views()
-        if not views:
+        views = self._make_views() if self._views is None else self._views
+        if not views:  # () once the layout was found not to allow in-place views
             return self._fallback[list(indices)]["pixels"]
         blocks, starts, physical = views
         rows = physical[np.asarray(indices, dtype=np.int64)]  # (B,) rows of the file
