@@ -55,19 +55,17 @@ def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch
     cfg = PreprocessConfig.from_dict(processor.to_dict())
     examples = [{"pixels": pil_to_pixels(image), "labels": 0} for image in images]  # decoded once
     collate = ImageCollator(cfg)
-    sides = {"reference": lambda batch: processor([e["image"] for e in batch], return_tensors="pt")["pixel_values"],
-             "ours": lambda batch: collate(batch)["pixel_values"],
-             "fresh": lambda batch: preprocess_batch(torch.stack([e["pixels"] for e in batch]), cfg)}
-    for example, image in zip(examples, images):
-        example["image"] = image
-    batches = [examples[start : start + batch_size] for start in range(0, len(examples), batch_size)]
-    max_diff = max((sides["ours"](batch) - sides["reference"](batch)).abs().max().item() for batch in batches)
+    sides = {"reference": lambda span: processor(images[span], return_tensors="pt")["pixel_values"],
+             "ours": lambda span: collate(examples[span])["pixel_values"],
+             "fresh": lambda span: preprocess_batch(torch.stack([e["pixels"] for e in examples[span]]), cfg)}
+    batches = [slice(start, start + batch_size) for start in range(0, len(images), batch_size)]
+    max_diff = max((sides["ours"](span) - sides["reference"](span)).abs().max().item() for span in batches)
     seconds = {side: [] for side in sides}
     for round_index in range(rounds):
         for side in list(sides)[round_index % 3 :] + list(sides)[: round_index % 3]:
             start = time.perf_counter()
-            for batch in batches:
-                sides[side](batch)  # the result is dropped, as the Trainer drops a batch after its step
+            for span in batches:
+                sides[side](span)  # the result is dropped, as the Trainer drops a batch after its step
             seconds[side].append(time.perf_counter() - start)
     rate = {side: len(images) / statistics.median(took) for side, took in seconds.items()}
     return {"num_images": len(images), "batch_size": batch_size, "size": size, "threads": torch.get_num_threads(),
