@@ -105,6 +105,40 @@ def test_threaded_chunks_equal_one_thread_and_work_in_inference_mode(monkeypatch
     assert torch.allclose(single, (resized / 255 - mean) / std, atol=1e-5)
 
 
+def test_whole_factor_route_threads_and_modes_agree(monkeypatch):
+    """Chunks on threads, one thread and inference mode give the same bits; a thread's scratch made
+    during inference mode still takes training-mode writes afterwards."""
+    import threading
+
+    import vit_finetune.data.preprocess as preprocess
+
+    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 4 * 3 * 56 * 10 * 3)  # 3 images per chunk: 4 chunks of 11 images
+    pixels = torch.randint(0, 256, (11, 3, 8, 24), dtype=torch.uint8)
+    cfg = PreprocessConfig(height=56, width=56)  # 8 -> 56 rows: 7x
+    assert preprocess.row_stretch_factor(cfg, 8, 24) == 7
+    results = {}
+
+    def run() -> None:  # a fresh thread: its scratch is first made inside inference mode
+        with torch.inference_mode():
+            results["inference"] = preprocess_batch(pixels, cfg)
+        torch.set_num_threads(1)
+        results["single"] = preprocess_batch(pixels, cfg)
+
+    threads = torch.get_num_threads()
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+        torch.set_num_threads(2)
+        threaded = preprocess_batch(pixels, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(results) == {"inference", "single"}
+    assert torch.equal(results["single"], threaded) and torch.equal(results["inference"], threaded)
+    one_by_one = torch.cat([preprocess_batch(image[None], cfg) for image in pixels])
+    assert torch.equal(one_by_one, threaded)
+
+
 def test_dataloader_workers_give_the_main_process_batches():
     examples = [{"pixels": torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), "labels": i % 3} for i in range(24)]
     collate = ImageCollator(PreprocessConfig(height=16, width=16))

@@ -6,9 +6,12 @@ Settings travel with the weights: `PreprocessConfig.from_pretrained(dir)` reads 
 
 Resizing runs on uint8 tensors with torch's antialiased kernels, which reproduce PIL's resampling
 (what `ViTImageProcessor` uses) to within a grey level or two, so the batched path matches the
-reference processor while staying vectorised. One code path serves training, evaluation and
-prediction: PIL image -> `pil_to_pixels` (uint8 (3, H, W), resized at decode only when asked) ->
-`preprocess_batch` (rescale, normalise).
+reference processor while staying vectorised. Bilinear upsampling by a whole factor in height
+(CIFAR's 32 -> 224 px) keeps PIL's exact horizontal pass and stretches the rows in float32 after
+normalising (`_stretch_rows`): within half a grey level of PIL, and each output value is written
+once. One code path serves training, evaluation and prediction: PIL image -> `pil_to_pixels`
+(uint8 (3, H, W), resized at decode only when asked) -> `preprocess_batch` (resize, rescale,
+normalise).
 
 Speed (docs/BENCHMARKS.md): batches come out channels-last (the resize kernel's layout), in
 cache-sized chunks on one thread per core (the uint8 resize kernel is single-threaded), and the
@@ -18,11 +21,13 @@ collator writes them into reused buffers (`collate.BufferPool`) instead of fresh
 from __future__ import annotations
 
 import json
+import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -193,11 +198,12 @@ def _rows(batch: torch.Tensor) -> torch.Tensor:
     return batch.permute(0, 2, 3, 1).view(-1, batch.shape[-1] * 3)
 
 
-# Images per step of `preprocess_batch`: a step's uint8 and float32 intermediates (~5 MB at 224 px)
-# stay in cache between the resize, the cast and the normalisation, instead of streaming the whole
-# batch through memory three times.
+# Most float32 output bytes per chunk of `preprocess_batch`: a chunk's intermediates stay in cache
+# between the resize, the cast and the normalisation, instead of streaming the whole batch through
+# memory several times.
 CHUNK_BYTES = 5 << 20
 _chunk_threads: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
+_scratch = threading.local()  # per-thread intermediates, see `_scratch_floats`
 
 
 def _chunk_pool() -> ThreadPoolExecutor | None:
@@ -227,23 +233,41 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
     produces, which the patch-embedding convolution reads as fast as NCHW, while transposing to NCHW
     would cost more than all the rest. Pixels already at the model's input size (resized at decode)
     skip the resize and crop. `out` (from `empty_batch`) receives the result instead of a fresh tensor.
+
+    Bilinear upsampling by a whole factor in height (CIFAR's 32 -> 224 px: 7x) takes a faster route,
+    `_stretch_rows`, within half a grey level of PIL; every other resize is PIL's to a grey level or
+    two. Each image's result depends only on that image, never on the rest of its batch.
     """
     if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
         raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
     height, width = cfg.output_size(*pixels.shape[-2:])
     out = _checked_out(out, (pixels.shape[0], 3, height, width))
     scale, shift = (values.repeat(width) for values in normalize_affine(cfg))  # (w*3,): one memory row's pattern
-    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
-    chunks = [(pixels[i : i + step], out[i : i + step]) for i in range(0, pixels.shape[0], step)]
-    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes into `out` from the pool
+    if row_stretch_factor(cfg, *pixels.shape[-2:]) is None:
+        _in_chunks(lambda chunk, into: _resize_normalize_into(chunk, into, cfg, scale, shift), pixels, out)
+        return out
+    padded_rows = _scratch_floats((pixels.shape[0], pixels.shape[2] + 2, width * 3))  # (B, 1 + H + 1, w*3)
+    _in_chunks(lambda chunk, into: _widen_normalize_into(chunk, into, cfg, scale, shift), pixels, padded_rows)
+    _stretch_rows(padded_rows, _rows(out).view(out.shape[0], height, -1))  # (B, h, w*3), on all cores
+    return out
 
-    def fill(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
+
+def _in_chunks(work: Callable[[torch.Tensor, torch.Tensor], None], pixels: torch.Tensor, into: torch.Tensor) -> None:
+    """work(pixels chunk, matching chunk of `into`) over equal chunks of the batch, side by side.
+
+    One chunk per thread at least, more where a chunk's float32 output would pass ~CHUNK_BYTES.
+    """
+    steps = max(torch.get_num_threads(), -(-into.numel() * 4 // CHUNK_BYTES))
+    steps = max(1, min(steps, pixels.shape[0]))
+    chunks = list(zip(pixels.tensor_split(steps), into.tensor_split(steps)))
+    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes from the pool
+
+    def run(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
         with torch.inference_mode(inference):
-            _preprocess_chunk(*chunk, cfg, scale, shift)
+            work(*chunk)
 
     pool = _chunk_pool() if len(chunks) > 1 else None
-    list(pool.map(fill, chunks)) if pool is not None else [fill(chunk) for chunk in chunks]
-    return out
+    list(pool.map(run, chunks)) if pool is not None else [run(chunk) for chunk in chunks]
 
 
 def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> torch.Tensor:
@@ -255,14 +279,82 @@ def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> 
     return out
 
 
-def _preprocess_chunk(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
-                      shift: torch.Tensor) -> None:
-    """Resize a uint8 chunk to `out`'s size if needed, then out = pixels * scale + shift per channel."""
+def _resize_normalize_into(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
+                           shift: torch.Tensor) -> None:
+    """Resize a uint8 chunk to `out`'s size with PIL's kernel if needed, normalise it into `out`."""
     if pixels.shape[-2:] != out.shape[-2:]:
         pixels = resize_batch(pixels, cfg)
-    rows = _rows(out)
-    rows.copy_(_rows(pixels.contiguous(memory_format=torch.channels_last)))  # uint8 -> float32, in place
+    _normalize_into(_rows(out), pixels, scale, shift)
+
+
+def _scratch_floats(shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of `shape` in memory this thread reuses (contents garbage).
+
+    Fresh megabytes would be page-faulted in on every batch, which costs more than filling them.
+    Made outside inference mode, so that training can write into it after an evaluation did.
+    """
+    numel = math.prod(shape)
+    if getattr(_scratch, "floats", None) is None or _scratch.floats.numel() < numel:
+        with torch.inference_mode(False):
+            _scratch.floats = torch.empty(numel)
+    return _scratch.floats[:numel].view(shape)
+
+
+def _normalize_into(rows: torch.Tensor, pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """rows (float32, (..., w*3): the batch's memory rows) = pixels * scale + shift, channels interleaved."""
+    rows.copy_(_rows(pixels.contiguous(memory_format=torch.channels_last)).view(rows.shape))  # uint8 -> float32
     torch.addcmul(shift, rows, scale, out=rows)  # (addcmul on uint8 would first allocate a float copy)
+
+
+# ---- whole-factor upsampling of rows ---------------------------------------------------------
+
+
+def row_stretch_factor(cfg: PreprocessConfig, height: int, width: int) -> int | None:
+    """k when the bilinear resize of a (height, width) image stretches its rows to k * height, else None.
+
+    Then `preprocess_batch` resizes the width with PIL's exact uint8 pass and the height by
+    `_stretch_rows` on normalised floats, which writes each output value once. None also when
+    the image needs no resize at all.
+    """
+    target = cfg.resized_size(height, width)
+    if cfg.resample != "bilinear" or cfg.do_center_crop or target == (height, width):
+        return None
+    return target[0] // height if target[0] % height == 0 else None
+
+
+def _widen_normalize_into(pixels: torch.Tensor, padded_rows: torch.Tensor, cfg: PreprocessConfig,
+                          scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """uint8 (b, 3, H, W) -> normalised float32 rows of width w, edge-padded: (b, 1 + H + 1, w*3).
+
+    The width goes through PIL's horizontal pass (exact); the first and last rows are repeated once,
+    the padding `_stretch_rows` reads at the edges.
+    """
+    pixels = pixels.contiguous(memory_format=torch.channels_last)
+    width = padded_rows.shape[-1] // 3
+    if pixels.shape[-1] != width:
+        pixels = F.interpolate(pixels, size=(pixels.shape[-2], width), mode=TORCH_MODE[cfg.resample], antialias=True)
+    _normalize_into(padded_rows[:, 1:-1], pixels, scale, shift)
+    padded_rows[:, 0], padded_rows[:, -1] = padded_rows[:, 1], padded_rows[:, -2]
+
+
+def _stretch_rows(padded_rows: torch.Tensor, out: torch.Tensor) -> None:
+    """Bilinear upsampling of (b, 1 + h + 1, r) edge-padded rows to out (b, k * h, r), as PIL samples.
+
+    Output row k*i + j reads source position i + (j + 0.5) / k - 0.5: between rows i - 1 and i for
+    the first k // 2 phases j, between i and i + 1 for the rest (the padding clamps the edges). Each
+    group is one broadcast `lerp` over all i. Only PIL's rounding to uint8 differs (at most half a
+    grey level).
+    """
+    b, h, r = padded_rows.shape[0], padded_rows.shape[1] - 2, padded_rows.shape[2]
+    k = out.shape[1] // h
+    offsets = [(j + 0.5) / k - 0.5 for j in range(k)]  # in (-0.5, 0.5)
+    phases = out.view(b, h, k, r)  # out row k*i + j = phases[:, i, j]
+    below, above = k // 2, slice(k // 2, k)  # phases with negative offsets, the rest
+    if below:
+        fractions = torch.tensor([offset + 1 for offset in offsets[:below]])[:, None]  # (below, 1)
+        torch.lerp(padded_rows[:, :h, None], padded_rows[:, 1 : h + 1, None], fractions, out=phases[:, :, :below])
+    fractions = torch.tensor(offsets[above])[:, None]  # (k - below, 1)
+    torch.lerp(padded_rows[:, 1 : h + 1, None], padded_rows[:, 2:, None], fractions, out=phases[:, :, above])
 
 
 # ---- PIL images in (prediction, decode-time resize) ------------------------------------------
@@ -279,8 +371,9 @@ def pil_to_pixels(image: Image.Image, resize_to: PreprocessConfig | None = None)
 def preprocess_images(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:
     """RGB PIL images (any sizes) -> float32 (B, 3, h, w), the same numbers the data-set path gives.
 
-    Each image is resized alone with the kernel `preprocess_batch` uses on a batch (results do not
-    depend on the batch), so a data-set image gets exactly the input evaluation gives it.
+    Each image goes through `preprocess_batch` alone (results do not depend on the batch), so an
+    image of a data set of one size gets exactly the input evaluation gives it. (A data set of mixed
+    sizes is resized at decode by `resize_batch`; there, an image whose height a bilinear resize
+    multiplies by a whole factor can differ from this by half a grey level.)
     """
-    pixels = torch.stack([pil_to_pixels(image, resize_to=cfg) for image in images])  # (B, 3, h, w)
-    return preprocess_batch(pixels, cfg)
+    return torch.cat([preprocess_batch(pil_to_pixels(image).unsqueeze(0), cfg) for image in images])  # (B, 3, h, w)
