@@ -105,14 +105,13 @@ def test_threaded_chunks_equal_one_thread_and_work_in_inference_mode(monkeypatch
     assert torch.allclose(single, (resized / 255 - mean) / std, atol=1e-5)
 
 
-def test_whole_factor_route_threads_and_modes_agree(monkeypatch):
-    """Chunks on threads, one thread and inference mode give the same bits; a thread's scratch made
-    during inference mode still takes training-mode writes afterwards."""
+def test_whole_factor_route_threads_and_modes_agree():
+    """Two threads, one thread, inference mode and one image at a time give the same bits; a thread's
+    scratch made during inference mode still takes training-mode writes afterwards."""
     import threading
 
     import vit_finetune.data.preprocess as preprocess
 
-    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 4 * 3 * 56 * 10 * 3)  # 3 images per chunk: 4 chunks of 11 images
     pixels = torch.randint(0, 256, (11, 3, 8, 24), dtype=torch.uint8)
     cfg = PreprocessConfig(height=56, width=56)  # 8 -> 56 rows: 7x
     assert preprocess.row_stretch_factor(cfg, 8, 24) == 7

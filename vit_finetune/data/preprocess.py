@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -183,14 +183,18 @@ def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return pixels[..., top : top + height, left : left + width]
 
 
-def normalize_affine(cfg: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift), each float32 (3,), with model input = uint8 value * scale + shift per channel."""
-    scale = torch.full((3,), cfg.rescale_factor if cfg.do_rescale else 1.0, dtype=torch.float64)
-    shift = torch.zeros(3, dtype=torch.float64)
+def normalize_affine(cfg: PreprocessConfig, width: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each float32 (width * 3,), with model input = uint8 value * scale + shift.
+
+    Per channel, repeated `width` times: the pattern of one channels-last memory row. Computed in
+    double precision, then rounded once.
+    """
+    scale = [cfg.rescale_factor if cfg.do_rescale else 1.0] * 3
+    shift = [0.0] * 3
     if cfg.do_normalize:
-        mean, std = torch.tensor(cfg.image_mean, dtype=torch.float64), torch.tensor(cfg.image_std, dtype=torch.float64)
-        scale, shift = scale / std, -mean / std
-    return scale.float(), shift.float()
+        scale = [factor / std for factor, std in zip(scale, cfg.image_std)]
+        shift = [-mean / std for mean, std in zip(cfg.image_mean, cfg.image_std)]
+    return torch.tensor(scale * width), torch.tensor(shift * width)
 
 
 def _rows(batch: torch.Tensor) -> torch.Tensor:
@@ -242,32 +246,21 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
         raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
     height, width = cfg.output_size(*pixels.shape[-2:])
     out = _checked_out(out, (pixels.shape[0], 3, height, width))
-    scale, shift = (values.repeat(width) for values in normalize_affine(cfg))  # (w*3,): one memory row's pattern
-    if row_stretch_factor(cfg, *pixels.shape[-2:]) is None:
-        _in_chunks(lambda chunk, into: _resize_normalize_into(chunk, into, cfg, scale, shift), pixels, out)
+    scale, shift = normalize_affine(cfg, width)  # (w*3,): one memory row's pattern
+    if row_stretch_factor(cfg, *pixels.shape[-2:]) is not None:
+        _stretch_into(out, pixels, cfg, scale, shift)
         return out
-    padded_rows = _scratch_floats((pixels.shape[0], pixels.shape[2] + 2, width * 3))  # (B, 1 + H + 1, w*3)
-    _in_chunks(lambda chunk, into: _widen_normalize_into(chunk, into, cfg, scale, shift), pixels, padded_rows)
-    _stretch_rows(padded_rows, _rows(out).view(out.shape[0], height, -1))  # (B, h, w*3), on all cores
-    return out
+    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
+    chunks = [(pixels[i : i + step], out[i : i + step]) for i in range(0, pixels.shape[0], step)]
+    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes into `out` from the pool
 
-
-def _in_chunks(work: Callable[[torch.Tensor, torch.Tensor], None], pixels: torch.Tensor, into: torch.Tensor) -> None:
-    """work(pixels chunk, matching chunk of `into`) over equal chunks of the batch, side by side.
-
-    One chunk per thread at least, more where a chunk's float32 output would pass ~CHUNK_BYTES.
-    """
-    steps = max(torch.get_num_threads(), -(-into.numel() * 4 // CHUNK_BYTES))
-    steps = max(1, min(steps, pixels.shape[0]))
-    chunks = list(zip(pixels.tensor_split(steps), into.tensor_split(steps)))
-    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes from the pool
-
-    def run(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
+    def fill(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
         with torch.inference_mode(inference):
-            work(*chunk)
+            _preprocess_chunk(*chunk, cfg, scale, shift)
 
     pool = _chunk_pool() if len(chunks) > 1 else None
-    list(pool.map(run, chunks)) if pool is not None else [run(chunk) for chunk in chunks]
+    list(pool.map(fill, chunks)) if pool is not None else [fill(chunk) for chunk in chunks]
+    return out
 
 
 def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> torch.Tensor:
@@ -279,9 +272,9 @@ def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> 
     return out
 
 
-def _resize_normalize_into(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
-                           shift: torch.Tensor) -> None:
-    """Resize a uint8 chunk to `out`'s size with PIL's kernel if needed, normalise it into `out`."""
+def _preprocess_chunk(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
+                      shift: torch.Tensor) -> None:
+    """Resize a uint8 chunk to `out`'s size if needed, then out = pixels * scale + shift per channel."""
     if pixels.shape[-2:] != out.shape[-2:]:
         pixels = resize_batch(pixels, cfg)
     _normalize_into(_rows(out), pixels, scale, shift)
@@ -322,19 +315,21 @@ def row_stretch_factor(cfg: PreprocessConfig, height: int, width: int) -> int | 
     return target[0] // height if target[0] % height == 0 else None
 
 
-def _widen_normalize_into(pixels: torch.Tensor, padded_rows: torch.Tensor, cfg: PreprocessConfig,
-                          scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """uint8 (b, 3, H, W) -> normalised float32 rows of width w, edge-padded: (b, 1 + H + 1, w*3).
+def _stretch_into(out: torch.Tensor, pixels: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
+                  shift: torch.Tensor) -> None:
+    """out = the batch resized as `row_stretch_factor` allows, normalised: all on this thread.
 
-    The width goes through PIL's horizontal pass (exact); the first and last rows are repeated once,
-    the padding `_stretch_rows` reads at the edges.
+    torch spreads each float op over all cores itself, and the one uint8 resize here is small, so
+    the chunk pool would only add thread hand-offs (measured slower, docs/BENCHMARKS.md).
     """
+    width = out.shape[-1]
     pixels = pixels.contiguous(memory_format=torch.channels_last)
-    width = padded_rows.shape[-1] // 3
-    if pixels.shape[-1] != width:
+    if pixels.shape[-1] != width:  # PIL's horizontal pass alone, exact
         pixels = F.interpolate(pixels, size=(pixels.shape[-2], width), mode=TORCH_MODE[cfg.resample], antialias=True)
+    padded_rows = _scratch_floats((pixels.shape[0], pixels.shape[2] + 2, width * 3))  # (B, 1 + H + 1, w*3)
     _normalize_into(padded_rows[:, 1:-1], pixels, scale, shift)
-    padded_rows[:, 0], padded_rows[:, -1] = padded_rows[:, 1], padded_rows[:, -2]
+    padded_rows[:, 0], padded_rows[:, -1] = padded_rows[:, 1], padded_rows[:, -2]  # edge padding
+    _stretch_rows(padded_rows, _rows(out).view(out.shape[0], out.shape[2], -1))  # (B, h, w*3)
 
 
 def _stretch_rows(padded_rows: torch.Tensor, out: torch.Tensor) -> None:
