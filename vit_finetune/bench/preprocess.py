@@ -41,7 +41,7 @@ def _first_images(image_dir: str | Path, count: int) -> list:
 
 
 def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch_size: int = 64, size: int = 224,
-                             rounds: int = 3) -> dict:
+                             rounds: int = 5) -> dict:
     """Images/s of ViTImageProcessor vs our collator on the same images, and their max |Δ|.
 
     Ours is `ImageCollator`, the training and evaluation path, whose batches reuse pooled buffers.

@@ -13,9 +13,10 @@ once. One code path serves training, evaluation and prediction: PIL image -> `pi
 (uint8 (3, H, W), resized at decode only when asked) -> `preprocess_batch` (resize, rescale,
 normalise).
 
-Speed (docs/BENCHMARKS.md): batches come out channels-last (the resize kernel's layout), in
-cache-sized chunks on one thread per core (the uint8 resize kernel is single-threaded), and the
-collator writes them into reused buffers (`collate.BufferPool`) instead of fresh memory.
+Speed (docs/BENCHMARKS.md): batches come out channels-last (the resize kernel's layout); the
+uint8 route runs in cache-sized chunks on one thread per core (the uint8 resize kernel is
+single-threaded), the row-stretching route on the caller's thread (torch spreads its float ops over
+the cores); the collator writes into reused buffers (`collate.BufferPool`) instead of fresh memory.
 """
 
 from __future__ import annotations
