@@ -112,6 +112,19 @@ def test_whole_factor_upsampling_within_half_a_grey_level_of_the_processor(sourc
     assert (ours - reference).abs().max() <= grey_levels(cfg, 0.5 + 1e-3)
 
 
+def test_shortest_edge_whole_factor_matches_processor():
+    from vit_finetune.data.preprocess import row_stretch_factor
+
+    cfg = PreprocessConfig(height=None, width=None, shortest_edge=32)
+    processor = hf_processor(size={"shortest_edge": 32}, do_center_crop=False)
+    for source in [(16, 24), (24, 16)]:  # (h, w): 16 -> 32 rows (2x), and 24 -> 48 rows (2x)
+        assert row_stretch_factor(cfg, *source) == 2
+        images = random_images([source] * 2, seed=3)
+        ours = preprocess_batch(torch.stack([pil_to_pixels(image) for image in images]), cfg)
+        reference = hf_pixels(processor, images)
+        assert ours.shape == reference.shape and (ours - reference).abs().max() <= grey_levels(cfg, 0.5 + 1e-3)
+
+
 def test_other_resizes_take_the_exact_route():
     from vit_finetune.data.preprocess import row_stretch_factor
 
@@ -138,6 +151,12 @@ def test_preprocess_images_equals_batch_path():
     cfg = PreprocessConfig()
     batch = preprocess_batch(torch.stack([pil_to_pixels(image) for image in images]), cfg)
     assert torch.equal(preprocess_images(images, cfg), batch)
+
+
+@pytest.mark.parametrize("size", [224, 48])  # the row-stretching route and the uint8 route
+def test_empty_batch_gives_an_empty_batch(size):
+    out = preprocess_batch(torch.zeros(0, 3, 32, 32, dtype=torch.uint8), PreprocessConfig(height=size, width=size))
+    assert out.shape == (0, 3, size, size) and out.dtype == torch.float32
 
 
 def test_no_resize_no_normalize():

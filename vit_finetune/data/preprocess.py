@@ -248,6 +248,8 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
     height, width = cfg.output_size(*pixels.shape[-2:])
     out = _checked_out(out, (pixels.shape[0], 3, height, width))
     scale, shift = normalize_affine(cfg, width)  # (w*3,): one memory row's pattern
+    if pixels.shape[0] == 0:
+        return out
     if row_stretch_factor(cfg, *pixels.shape[-2:]) is not None:
         _stretch_into(out, pixels, cfg, scale, shift)
         return out
