@@ -165,15 +165,20 @@ def _three(values: float | list[float]) -> tuple[float, float, float]:
 
 def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, h, w) at the model's size: PIL-compatible resize, centre crop."""
-    height, width = pixels.shape[-2:]
-    size = cfg.resized_size(height, width)
-    if size != (height, width):
-        pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
-        mode = TORCH_MODE[cfg.resample]
-        pixels = F.interpolate(pixels, size=size, mode=mode, antialias=mode != "nearest-exact")
+    pixels = _resize_pixels(pixels, cfg.resized_size(*pixels.shape[-2:]), cfg.resample)
     if cfg.do_center_crop:
         pixels = center_crop(pixels, cfg.crop_height, cfg.crop_width)
     return pixels
+
+
+def _resize_pixels(pixels: torch.Tensor, size: tuple[int, int], resample: str) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> channels-last uint8 (B, 3, *size) with torch's PIL-compatible kernel; as
+    is when already that size. Each axis that changes is one pass, the width first, as in PIL."""
+    if tuple(pixels.shape[-2:]) == tuple(size):
+        return pixels
+    pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
+    mode = TORCH_MODE[resample]
+    return F.interpolate(pixels, size=size, mode=mode, antialias=mode != "nearest-exact")
 
 
 def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -247,9 +252,9 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
         raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
     height, width = cfg.output_size(*pixels.shape[-2:])
     out = _checked_out(out, (pixels.shape[0], 3, height, width))
-    scale, shift = normalize_affine(cfg, width)  # (w*3,): one memory row's pattern
     if pixels.shape[0] == 0:
         return out
+    scale, shift = normalize_affine(cfg, width)  # (w*3,): one memory row's pattern
     if row_stretch_factor(cfg, *pixels.shape[-2:]) is not None:
         _stretch_into(out, pixels, cfg, scale, shift)
         return out
@@ -326,9 +331,7 @@ def _stretch_into(out: torch.Tensor, pixels: torch.Tensor, cfg: PreprocessConfig
     the chunk pool would only add thread hand-offs (measured slower, docs/BENCHMARKS.md).
     """
     width = out.shape[-1]
-    pixels = pixels.contiguous(memory_format=torch.channels_last)
-    if pixels.shape[-1] != width:  # PIL's horizontal pass alone, exact
-        pixels = F.interpolate(pixels, size=(pixels.shape[-2], width), mode=TORCH_MODE[cfg.resample], antialias=True)
+    pixels = _resize_pixels(pixels, (pixels.shape[-2], width), cfg.resample)  # PIL's horizontal pass alone, exact
     padded_rows = _scratch_floats((pixels.shape[0], pixels.shape[2] + 2, width * 3))  # (B, 1 + H + 1, w*3)
     _normalize_into(padded_rows[:, 1:-1], pixels, scale, shift)
     padded_rows[:, 0], padded_rows[:, -1] = padded_rows[:, 1], padded_rows[:, -2]  # edge padding
