@@ -17,10 +17,10 @@ from typing import Any, Literal
 import yaml
 
 from vit_finetune.data.config import DataConfig
+from vit_finetune.precision import PRECISIONS
 from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fields
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 RANDOM_INIT_FIELDS = ("size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
 

@@ -6,7 +6,7 @@
 The split is the one recorded in the checkpoint's `run_config.yaml` (a `--config` file or dotted
 overrides such as `data.dataset=... data.eval_split=...` change it) and goes through the training
 data path: `load_splits` + `ImageCollator`, no augmentation. accelerate places the model and the
-batches (CUDA when present); bf16 runs only where `resolve_precision("auto")` picks it. Results:
+batches (CUDA when present); bf16 runs only where `precision.resolve_precision("auto")` picks it. Results:
 `eval_results.json` and `confusion_matrix.png` in `<checkpoint>/eval-<split>/` unless told otherwise
 (for a hub id: `eval/<org>--<name>-<split>/`, never the hub cache).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,8 +32,9 @@ from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, load_splits
-from vit_finetune.loading import LoadedModel, forward_logits, inference_precision, load_for_inference
-from vit_finetune.training.artifacts import write_json
+from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
+from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
+from vit_finetune.run_files import write_json
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 EVAL_RESULTS = "eval_results.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
 MAX_TOP_K = 5
-ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 MAX_ANNOTATED_CLASSES = 30  # write counts into the confusion-matrix cells up to this many classes
 
 
@@ -114,7 +114,9 @@ def training_argument(run: RunConfig, name: str) -> Any:
     """A `TrainingArguments` setting of the run: the configured value, else the TrainingArguments default."""
     from transformers import TrainingArguments
 
-    return run.training.arguments.get(name, TrainingArguments.__dataclass_fields__[name].default)
+    if name in run.training.arguments:
+        return run.training.arguments[name]
+    return next(field.default for field in fields(TrainingArguments) if field.name == name)
 
 
 def load_eval_split(loaded: LoadedModel, run: RunConfig) -> ImageDataset:
@@ -142,8 +144,8 @@ def collect_logits(
     num_workers: int = 0,
 ) -> SplitLogits:
     """Run `model` over `dataset` in order; accelerate places the model and the batches."""
-    precision = inference_precision(precision)
-    accelerator = Accelerator(mixed_precision=ACCELERATE_PRECISION[precision])
+    precision = resolve_precision(precision, "--precision")
+    accelerator = Accelerator(mixed_precision=accelerate_mixed_precision(precision))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=ImageCollator(preprocess))
     model = accelerator.prepare_model(model, evaluation_mode=True)

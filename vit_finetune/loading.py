@@ -1,7 +1,7 @@
 """One loader for inference: a model folder or hub id -> the scratch model, its preprocessing, its run config.
 
     loaded = load_for_inference("runs/cifar10")            # or runs/cifar10/checkpoint-500, or an HF folder / hub id
-    logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), inference_precision("auto"))
+    logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), resolve_precision("auto"))
 
 Accepted folders: a training output (`save_classifier` + `preprocessor_config.json` + `run_config.yaml`),
 any `checkpoint-N` inside one (its run config is read from the parent), an HF-native
@@ -25,12 +25,10 @@ from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
 from vit_finetune.modeling.convert import CheckpointError
 from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
 from vit_finetune.modeling.model import ImageClassifier
-from vit_finetune.training.artifacts import read_resolved_config
-from vit_finetune.training.precision import resolve_precision
-from vit_finetune.typed import ConfigError
+from vit_finetune.precision import autocast_dtype
+from vit_finetune.run_files import read_resolved_config
 
 logger = logging.getLogger(__name__)
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -78,31 +76,17 @@ def load_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig
     return PreprocessConfig(height=size, width=size)
 
 
-def inference_device() -> torch.device:
-    """CUDA when present, else the CPU (the device accelerate would pick in a single process)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @contextlib.contextmanager
 def inference_mode(device: torch.device, precision: str) -> Iterator[None]:
     """No gradients, and autocast to bf16 / fp16 when `precision` (already resolved) asks for it."""
-    dtype = AUTOCAST_DTYPES.get(precision)
+    dtype = autocast_dtype(precision)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         yield
 
 
-def inference_precision(precision: str = "auto") -> str:
-    """`auto` -> bf16 / fp16 / fp32 as in training (bf16 only where the hardware is fast at it); a precision
-    this machine cannot run (fp16 without CUDA) is a `ConfigError`."""
-    try:
-        return resolve_precision(precision)
-    except ValueError as err:
-        raise ConfigError(f"--precision {precision}: {err}") from None
-
-
 def forward_logits(model: ImageClassifier, pixel_values: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """float32 logits (B, num_labels), computed (and left) on the model's device; `precision` is resolved
-    (see `inference_precision`)."""
+    (see `precision.resolve_precision`)."""
     device = next(model.parameters()).device
     with inference_mode(device, precision):
         return model(pixel_values.to(device)).logits.float()

@@ -22,7 +22,8 @@ from PIL import Image
 
 from vit_finetune.data.images import ImageFileError, open_image
 from vit_finetune.data.preprocess import preprocess_images
-from vit_finetune.loading import LoadedModel, forward_logits, inference_device, inference_precision
+from vit_finetune.loading import LoadedModel, forward_logits
+from vit_finetune.precision import compute_device, resolve_precision
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -62,8 +63,8 @@ def predict_files(
     precision: str = "auto",
 ) -> PredictionRun:
     """Classify image files in batches; unreadable files are reported, not fatal."""
-    loaded.model.to(inference_device())
-    precision = inference_precision(precision)
+    loaded.model.to(compute_device())
+    precision = resolve_precision(precision, "--precision")
     run = PredictionRun()
     for start in range(0, len(paths), batch_size):
         opened, errors = open_image_files(paths[start : start + batch_size])

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from transformers import EvalPrediction
 
@@ -77,6 +78,14 @@ def test_bad_config_exits_2_naming_key_and_file(data_dir, tmp_path, capsys):
     assert train_cli(tree, tmp_path / "bad.yaml") == EXIT_USER_ERROR
     last_line = message_line(capsys.readouterr().err)
     assert "training.learning_rate" in last_line and str(tmp_path / "bad.yaml") in last_line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on CUDA")
+def test_fp16_without_cuda_exits_2_naming_the_key(data_dir, tmp_path, capsys):
+    tree = run_tree(data_dir, tmp_path / "run", precision="fp16")
+    assert train_cli(tree, tmp_path / "fp16.yaml") == EXIT_USER_ERROR
+    assert message_line(capsys.readouterr().err).startswith("error: training.precision fp16: needs a CUDA GPU")
     assert not (tmp_path / "run").exists()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vit_finetune.data.config import DataConfig
 from vit_finetune.data.sources import load_splits
+from vit_finetune.precision import compute_device, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREDICT_SCRIPT = REPO_ROOT / "scripts" / "predict.py"
@@ -55,12 +56,12 @@ def predict_process_latency(checkpoint: str | Path, image: str | Path, runs: int
 
 def warm_predict_latency(checkpoint: str | Path, image: str | Path, repeats: int = 10) -> dict:
     """Median seconds per single-image prediction (open + preprocess + forward) with the model loaded."""
-    from vit_finetune.loading import inference_device, inference_precision, load_for_inference
+    from vit_finetune.loading import load_for_inference
     from vit_finetune.prediction import classify_images, open_image_file
 
     loaded = load_for_inference(checkpoint)
-    loaded.model.to(inference_device())
-    precision = inference_precision("auto")
+    loaded.model.to(compute_device())
+    precision = resolve_precision("auto")
     classify_images(loaded, [open_image_file(image)], precision)  # warm-up
     seconds = []
     for _ in range(repeats):

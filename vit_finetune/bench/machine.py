@@ -12,12 +12,7 @@ from typing import Any
 
 import torch
 
-from vit_finetune.training.precision import cpu_has_fast_bf16, resolve_precision
-
-
-def bench_device() -> torch.device:
-    """CUDA when present, else the CPU (what accelerate / the Trainer pick in one process)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from vit_finetune.precision import compute_device, cpu_has_fast_bf16, resolve_precision
 
 
 def cpu_model() -> str:
@@ -45,7 +40,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores, features, torch / transformers versions, threads, the GPU if any, and precision."""
     import transformers
 
-    device = bench_device()
+    device = compute_device()
     info = {
         "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "cpu_features": cpu_features(),
         "cpu_fast_bf16": cpu_has_fast_bf16(), "torch": torch.__version__, "transformers": transformers.__version__,

@@ -11,13 +11,13 @@ import time
 
 import torch
 
-from vit_finetune.bench.machine import bench_device, synchronize
-from vit_finetune.training.precision import cpu_has_fast_bf16
+from vit_finetune.bench.machine import synchronize
+from vit_finetune.precision import bf16_is_fast, compute_device
 
 
 def matmul_flops_per_s(dtype: torch.dtype, n: int, repeats: int = 3, device: torch.device | None = None) -> float:
     """Best FLOP/s over `repeats` timed n × n matmuls in `dtype` (after one warm-up)."""
-    device = device or bench_device()
+    device = device or compute_device()
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)  # warm-up: kernel selection, page faults
@@ -31,19 +31,12 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int, repeats: int = 3, device: tor
     return 2 * n**3 / best
 
 
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 matmuls run on dedicated hardware (any recent GPU, or a CPU with AMX / AVX512-BF16)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_has_fast_bf16()
-
-
 def peak_matmul(fp32_size: int, bf16_size: int, slow_bf16_size: int, repeats: int = 8) -> dict:
     """Peak fp32 and bf16 matmul FLOP/s on the benchmark device, and which one MFU is reported against.
 
     MFU uses the peak of the precision the training actually runs in (`bf16` where it is fast).
     """
-    device = bench_device()
+    device = compute_device()
     fast_bf16 = bf16_is_fast(device)
     fp32 = matmul_flops_per_s(torch.float32, fp32_size, repeats, device)
     bf16_n = bf16_size if fast_bf16 else slow_bf16_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vit_finetune.training.artifacts import write_json
+from vit_finetune.run_files import write_json
 
 JSON_FILE = "benchmark.json"
 MARKDOWN_FILE = "benchmark.md"

@@ -23,10 +23,11 @@ import torch
 from vit_finetune.bench import inference, scaling
 from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.bench.flops import training_flops_per_image
-from vit_finetune.bench.machine import bench_device, machine_info, machine_summary
-from vit_finetune.bench.peak import bf16_is_fast, peak_matmul
+from vit_finetune.bench.machine import machine_info, machine_summary
+from vit_finetune.bench.peak import peak_matmul
 from vit_finetune.bench.preprocess import compare_preprocess_speed
 from vit_finetune.bench.training import TrainCase, case_encoder, compare_training, write_reference_checkpoint
+from vit_finetune.precision import bf16_is_fast, compute_device
 
 DEFAULT_DATA_DIR = "../shared/data/cifar10"
 NUM_LABELS = 10
@@ -172,7 +173,7 @@ def dataset_label_names(data_dir: str) -> list[str]:
 
 def encoder_comparison(case: EncoderCase) -> dict[str, Any]:
     """Ours vs the HF encoder, fp32; plus bf16 autocast where bf16 is fast on this machine."""
-    device = bench_device()
+    device = compute_device()
     rows = [compare_encoder_speed(case.arch, case.size, case.image_size, case.batch_size, dtype, case.steps,
                                   case.warmup, device=device)
             for dtype in ([torch.float32, torch.bfloat16] if bf16_is_fast(device) else [torch.float32])]

@@ -29,11 +29,12 @@ import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
 
-from vit_finetune.bench.machine import bench_device, synchronize
+from vit_finetune.bench.machine import synchronize
 from vit_finetune.bench.profile import op_profile
 from vit_finetune.config import ModelSection, RunConfig, resolve_config_path, run_config_from_dict
 from vit_finetune.data.sources import ImageSplits, load_splits
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size
+from vit_finetune.precision import compute_device
 from vit_finetune.training.model_setup import build_model, build_preprocess, random_init_encoder
 from vit_finetune.training.run import build_training_arguments, make_trainer
 from vit_finetune.typed import ConfigError, build_dataclass
@@ -179,7 +180,7 @@ class StepTimes(TrainerCallback):
         self.marks: list[float] = []
 
     def _mark(self) -> None:
-        synchronize(bench_device())
+        synchronize(compute_device())
         self.marks.append(time.perf_counter())
 
     def on_train_begin(self, args, state, control, **kwargs):

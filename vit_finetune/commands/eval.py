@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+from vit_finetune.commands.arguments import add_precision_argument, positive_int
 
 
 def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
@@ -26,18 +26,10 @@ def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="dotted overrides of the run config, e.g. data.dataset=DIR data.eval_split=test")
     parser.add_argument("--output-dir", help="where to write the results (default: CHECKPOINT/eval-<split>)")
-    parser.add_argument("--batch-size", type=_positive_int, help="default: the run's per_device_eval_batch_size")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 only where the hardware is fast at it (as in training)")
+    parser.add_argument("--batch-size", type=positive_int, help="default: the run's per_device_eval_batch_size")
+    add_precision_argument(parser)
     parser.add_argument("--json", action="store_true", help="also print the results as JSON on stdout")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv: list[str] | None = None, prog: str = "eval.py") -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vit_finetune.commands.eval import PRECISIONS, _positive_int
+from vit_finetune.commands.arguments import add_precision_argument, positive_int
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -21,10 +21,9 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True,
                         help="training output folder, a checkpoint-N in it, or an HF image-classification folder / hub id")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--top-k", type=_positive_int, default=5, help="classes listed per image in --json (default 5)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 only where the hardware is fast at it (as in training)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="classes listed per image in --json (default 5)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
+    add_precision_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help='print a JSON list of {"path", "label", "score", "top_k": [{"label", "score"}, ...]}')
     return parser

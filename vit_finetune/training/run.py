@@ -12,16 +12,17 @@ import torch
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import TrainOutput
 
+from vit_finetune import run_files
 from vit_finetune.config import RunConfig
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
-from vit_finetune.training import artifacts
+from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
+from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess
-from vit_finetune.training.precision import precision_arguments, resolve_precision
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.trainer import ClassifierTrainer, TrainingOutOfMemoryError, first_line
 from vit_finetune.typed import ConfigError
@@ -114,8 +115,8 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
     arguments = {**DEFAULT_ARGUMENTS, **run.training.arguments}
     if run.data.validation_fraction == 0:
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
-    arguments.update(precision_arguments(resolve_precision(run.training.precision)))
-    if not torch.cuda.is_available():  # CPU-only: lets torchrun/accelerate run multi-process on gloo
+    arguments.update(trainer_precision_flags(resolve_precision(run.training.precision, "training.precision")))
+    if compute_device().type == "cpu":  # lets torchrun/accelerate run several CPU processes on gloo
         arguments.setdefault("use_cpu", True)
     try:
         return TrainingArguments(**arguments)
@@ -139,7 +140,7 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
 def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metrics: dict) -> None:
     """Final model folder plus config, metrics, Trainer log and curves."""
     trainer.save_model(str(output_dir))
-    artifacts.write_resolved_config(output_dir, run.to_dict())
-    artifacts.write_json(output_dir / artifacts.METRICS, metrics)
-    artifacts.write_json(output_dir / artifacts.TRAINER_LOG, trainer.state.log_history)
-    artifacts.plot_training_curves(trainer.state.log_history, output_dir / artifacts.CURVES)
+    run_files.write_resolved_config(output_dir, run.to_dict())
+    run_files.write_json(output_dir / run_files.METRICS, metrics)
+    run_files.write_json(output_dir / run_files.TRAINER_LOG, trainer.state.log_history)
+    plot_training_curves(trainer.state.log_history, output_dir / run_files.CURVES)

@@ -1,4 +1,13 @@
-"""What a finished run leaves next to the final model: config, metrics, log and curves."""
+"""The files a training run leaves next to its final model, and how to write and read them.
+
+    output_dir/run_config.yaml      the resolved run config (defaults filled in): eval reuses its data settings
+    output_dir/metrics.json         test accuracy, train runtime and throughput, best validation accuracy
+    output_dir/trainer_log.json     the Trainer's log history (loss, learning rate, eval accuracy per step)
+    output_dir/training_curves.png  loss and validation accuracy against the step
+
+Training writes them; evaluation, prediction and the benchmark read or write the same formats without
+importing anything from `training/`.
+"""
 
 from __future__ import annotations
 
@@ -33,24 +42,3 @@ def read_resolved_config(model_dir: Path) -> dict[str, Any] | None:
         if path.is_file():
             return yaml.safe_load(path.read_text())
     return None
-
-
-def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> None:
-    """Training loss and validation accuracy against the optimiser step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
-    val = [(e["step"], e["eval_accuracy"]) for e in log_history if "eval_accuracy" in e]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    if train:
-        ax_loss.plot(*zip(*train), label="train loss")
-    ax_loss.set(xlabel="step", ylabel="loss", title="Training loss")
-    if val:
-        ax_acc.plot(*zip(*val), marker="o", label="validation accuracy")
-    ax_acc.set(xlabel="step", ylabel="accuracy", title="Validation accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
