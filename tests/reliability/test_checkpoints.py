@@ -95,3 +95,13 @@ def test_auto_resume_skips_incomplete_newest_end_to_end(reference, data_dir, tmp
     assert f"skipping incomplete checkpoint {bad}" in caplog.text
     assert missing_checkpoint_files(bad) == []
     assert_same_weights(reference, output_dir)
+
+
+def test_save_total_limit_one_keeps_only_the_best_checkpoint_at_the_end(data_dir, tmp_path):
+    """During training the newest and the best checkpoint are kept; at the end only the best (as the stock Trainer)."""
+    output_dir = tmp_path / "run"
+    train_tree(run_tree(data_dir, output_dir, num_train_epochs=3, save_total_limit=1))
+    (kept,) = output_dir.glob("checkpoint-*")
+    best = json.loads((kept / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert best == str(kept) and missing_checkpoint_files(kept) == []
+    assert_same_weights(kept, output_dir)  # the final model is the best checkpoint's

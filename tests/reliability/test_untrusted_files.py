@@ -26,7 +26,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "vit_finetune"
 # ---- resume state (optimizer.pt, scheduler.pt, rng_state.pth) -------------------------------------------------
 
 @pytest.mark.parametrize("name, force_unsafe_env", [("optimizer.pt", False), ("optimizer.pt", True),
-                                                     ("scheduler.pt", True), ("rng_state.pth", True)])
+                                                     ("scheduler.pt", True), ("rng_state.pth", True),
+                                                     ("scaler.pt", True)])
 def test_crafted_resume_pickle_is_refused_and_never_runs(reference, data_dir, tmp_path, monkeypatch, name,
                                                          force_unsafe_env):
     if force_unsafe_env:

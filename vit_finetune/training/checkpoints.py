@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 COMPLETE_MARKER = "checkpoint_complete"  # written last, after every other file of a checkpoint
 STAGING_DIR = ".incomplete"  # checkpoints are written in here, then renamed to output_dir/checkpoint-N
 LOCK_FILE = ".lock"  # held by the run writing to output_dir (see training/lock.py)
-REQUIRED_FILES = ("trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt")
+TRAINER_STATE = "trainer_state.json"
+REQUIRED_FILES = (TRAINER_STATE, "model.safetensors", "optimizer.pt", "scheduler.pt")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 

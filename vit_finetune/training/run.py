@@ -24,7 +24,8 @@ from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess
 from vit_finetune.training.signals import GracefulInterrupt
-from vit_finetune.training.trainer import ClassifierTrainer, TrainingOutOfMemoryError, first_line
+from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
+                                           first_line)
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def train(run: RunConfig) -> TrainResult:
 def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
+    if resume_from is not None:
+        check_resume_pickles(resume_from)
     args = build_training_arguments(run)
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)

@@ -1,15 +1,23 @@
-"""`ClassifierTrainer`: the HF Trainer, saving and loading our model strictly and stopping on NaN.
+"""`ClassifierTrainer`: the HF Trainer, saving and loading our model strictly, with atomic checkpoints.
 
-Why a subclass: the stock Trainer saves a plain `nn.Module` as a bare state dict and reloads it with
-`strict=False`, which silently drops any tensor whose name does not match (see the brief's pitfall
-with HF ViT checkpoints in transformers 5). Here every checkpoint is a complete model folder
-(config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload goes
-through `load_classifier` and a strict `load_state_dict`.
+Why a subclass: the stock Trainer saves a model that is not a `PreTrainedModel` as a bare state dict and
+reloads it with `strict=False`, which silently drops any tensor whose name does not match (HF ViT
+checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
+(config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
+best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
+adds the non-finite-loss guard. These are the only methods overridden; `tests/test_transformers_api.py`
+records their signatures in the pinned transformers release.
 
-Checkpoints are atomic: the Trainer writes `checkpoint-N` inside the hidden `output_dir/.incomplete/`
-(its output folder points there during the save), the completion marker is written last, and only
-then is the folder renamed to `output_dir/checkpoint-N`. Resume state (optimizer, scheduler, RNG) is
-read by the Trainer with `torch.load(weights_only=True)`; a pickle that holds more is a `ResumeError`.
+Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
+hidden `output_dir/.incomplete/`. After the Trainer's save, `CheckpointPublisher.on_save` (a callback,
+run on every process) waits for all processes' files, writes the `checkpoint_complete` marker and renames
+the folder to `output_dir/checkpoint-N`; every process then records that final path as the best
+checkpoint where the Trainer had recorded the staged one. A crash during a save leaves only the staging
+folder, which no resume reads and the next run clears.
+
+Resume state (optimizer, scheduler, scaler, RNG) is read by the Trainer with `torch.load(weights_only=True)`;
+`check_resume_pickles` reads each file the same way before training starts, so that a pickle holding more
+than tensors and plain data is a `ResumeError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,17 +26,21 @@ import contextlib
 import logging
 import pickle
 import shutil
-from collections.abc import Iterator
+import zipfile
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from accelerate import PartialState
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vit_finetune.modeling.hub import load_classifier, save_classifier
-from vit_finetune.training.checkpoints import STAGING_DIR, ResumeError, publish_checkpoint
+from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
+                                               publish_checkpoint)
 
 logger = logging.getLogger(__name__)
+RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt")  # besides rng_state*.pth
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,12 +52,12 @@ class TrainingOutOfMemoryError(RuntimeError):
 
 
 class ClassifierTrainer(Trainer):
-    """Trainer for `ImageClassifier` with strict, atomic checkpoint I/O and a non-finite-loss guard."""
+    """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard."""
 
     def __init__(self, *args, preprocess_config=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.preprocess_config = preprocess_config
-        self._staging = False  # True while a checkpoint is being written (see _get_output_dir)
+        self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -64,45 +76,8 @@ class ClassifierTrainer(Trainer):
             self.preprocess_config.save_pretrained(output_dir)
 
     def _get_output_dir(self, trial) -> str:
-        run_dir = super()._get_output_dir(trial)
-        return str(Path(run_dir) / STAGING_DIR) if self._staging else run_dir
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """The stock save into `.incomplete/checkpoint-N`, then marker and rename to `checkpoint-N`."""
-        run_dir = Path(self._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staged, final = run_dir / STAGING_DIR / name, run_dir / name
-        if self.args.should_save:
-            shutil.rmtree(staged.parent, ignore_errors=True)  # what a crashed save left behind
-        self.accelerator.wait_for_everyone()  # every process writes its RNG state into `staged`
-        self._staging = True
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = False
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            self._publish(staged, final)
-        self.accelerator.wait_for_everyone()
-
-    def _publish(self, staged: Path, final: Path) -> None:
-        """Point the Trainer state at `final` instead of `staged`, rename, then rotate old checkpoints."""
-        if self.state.best_model_checkpoint == str(staged):
-            self.state.best_model_checkpoint = str(final)
-            if (staged / "trainer_state.json").is_file():
-                self.state.save_to_json(str(staged / "trainer_state.json"))
-        publish_checkpoint(staged, final)
-        shutil.rmtree(staged.parent, ignore_errors=True)
-        rotate_checkpoints(output_dir=str(final.parent), save_total_limit=self.args.save_total_limit,
-                           best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        with refusing_unsafe_pickles(checkpoint, "optimizer.pt / scheduler.pt"):
-            super()._load_optimizer_and_scheduler(checkpoint)
-
-    def _load_rng_state(self, checkpoint: str | None) -> None:
-        with refusing_unsafe_pickles(checkpoint, "rng_state*.pth"):
-            super()._load_rng_state(checkpoint)
+        """The folder the Trainer writes `checkpoint-N` into: the staging folder (see `CheckpointPublisher`)."""
+        return str(Path(super()._get_output_dir(trial)) / STAGING_DIR)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights_strictly(model or self.model, Path(resume_from_checkpoint))
@@ -113,14 +88,54 @@ class ClassifierTrainer(Trainer):
         load_weights_strictly(self.model, Path(self.state.best_model_checkpoint))
 
 
-@contextlib.contextmanager
-def refusing_unsafe_pickles(checkpoint: str | None, files: str) -> Iterator[None]:
-    """Turn the Trainer's refused `torch.load(weights_only=True)` into a `ResumeError` naming the files."""
-    try:
-        yield
-    except pickle.UnpicklingError as err:
-        raise ResumeError(f"{checkpoint}: refused to load {files}: not plain tensors and data, "
-                          f"possibly a crafted file ({first_line(err)})") from None
+class CheckpointPublisher(TrainerCallback):
+    """Completes each checkpoint the Trainer wrote into `output_dir/.incomplete/`: marker, rename, rotation.
+
+    Runs on every process. All processes wait until each has written its files (every process writes its
+    own RNG state), the saving process marks the folder complete, renames it to `output_dir/checkpoint-N`
+    and deletes checkpoints beyond `save_total_limit`, and all wait again before training goes on.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.should_save:  # a crashed save's leftovers; nothing reads them
+            shutil.rmtree(Path(args.output_dir) / STAGING_DIR, ignore_errors=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        output_dir = Path(args.output_dir)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        staged, final = output_dir / STAGING_DIR / name, output_dir / name
+        if state.best_model_checkpoint == str(staged):  # the same value on every process
+            state.best_model_checkpoint = str(final)
+            if args.should_save:
+                state.save_to_json(str(staged / TRAINER_STATE))
+        PartialState().wait_for_everyone()
+        if args.should_save:
+            publish_checkpoint(staged, final)
+            shutil.rmtree(staged.parent, ignore_errors=True)
+            rotate_checkpoints(output_dir=str(output_dir), save_total_limit=args.save_total_limit,
+                               best_model_checkpoint=state.best_model_checkpoint, use_mtime=True)
+        PartialState().wait_for_everyone()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """`save_total_limit: 1` keeps only the best checkpoint once training ends (as the stock Trainer does)."""
+        if args.should_save and args.save_total_limit == 1 and state.best_model_checkpoint is not None:
+            for folder in list_checkpoints(Path(args.output_dir)):
+                if folder != Path(state.best_model_checkpoint):
+                    shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_resume_pickles(checkpoint: Path) -> None:
+    """Read `checkpoint`'s optimizer, scheduler, scaler and RNG files as the Trainer will (`weights_only=True`);
+    a file holding anything else (possibly crafted) is a `ResumeError` naming it. Nothing in it runs."""
+    for path in [checkpoint / name for name in RESUME_PICKLES] + sorted(checkpoint.glob("rng_state*.pth")):
+        if not path.is_file():
+            continue
+        try:  # numpy arrays are allowed in RNG state only, as the Trainer does
+            with safe_globals() if path.name.startswith("rng_state") else contextlib.nullcontext():
+                torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError as err:
+            raise ResumeError(f"{checkpoint}: refused to load {path.name}: not plain tensors and data, "
+                              f"possibly a crafted file ({first_line(err)})") from None
 
 
 def first_line(err: BaseException) -> str:
