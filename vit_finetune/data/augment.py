@@ -1,5 +1,9 @@
 """Train-time augmentation of a batch of decoded uint8 images (B, 3, H, W) with plain torch ops.
 
+Order (timm's and torchvision's): crop, flip, auto_augment (`auto_augment.py`), colour jitter
+(`color.py`). Random erasing and mixup / cutmix work on the normalised, collated batch and run in
+the training step (`erasing.py`, `mixup.py`).
+
 Each image gets its own random draws, as if augmented alone; padded crops and flips run as one
 gather / select over the whole batch (per-example Python work would cost more than the model step
 of a small model). Every random draw comes from torch's global RNG, which the Trainer seeds (and
@@ -14,11 +18,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .auto_augment import auto_augment, parse_auto_augment
+from .color import color_jitter
 from .config import AugmentConfig
 
 
 def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): the configured crop, then an optional horizontal flip."""
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): the configured crop, flip, auto_augment and colour jitter."""
     if cfg.crop == "random_resized":
         pixels = torch.stack([random_resized_crop(image, cfg.scale, cfg.ratio) for image in pixels])
     elif cfg.crop == "random_padded":
@@ -26,6 +32,10 @@ def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if cfg.horizontal_flip:
         flip = torch.rand(pixels.shape[0]) < 0.5  # (B,)
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    if cfg.auto_augment is not None:
+        pixels = auto_augment(pixels, parse_auto_augment(cfg.auto_augment))
+    if cfg.color_jitter.enabled:
+        pixels = color_jitter(pixels, cfg.color_jitter)
     return pixels
 
 
