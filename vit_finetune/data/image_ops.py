@@ -203,20 +203,23 @@ def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([h.to(torch.uint8), s.to(torch.uint8), maxc.to(torch.uint8)], 1)
 
 
+# Pillow's hsv2rgb: per hue sector, which of (v, p, q, t) become r, g and b.
+_SECTOR_SOURCES = torch.tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
+
+
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """uint8 (n, 3, H, W) HSV -> uint8 RGB as `image.convert("RGB")` computes it (Pillow's `hsv2rgb`)."""
-    h, s, v = hsv.double().unbind(1)
+    h, s, v = hsv.double().unbind(1)  # (n, H, W) each
     sector = torch.floor(h * 6.0 / 255.0)
     f = (h * 6.0 / 255.0 - sector).float()
     fs = (s / 255.0).float()
     p = _round_half_up(v * (1.0 - fs.double()))
     q = _round_half_up(v * (1.0 - (fs * f).double()))
     t = _round_half_up(v * (1.0 - fs.double() * (1.0 - f.double())))
-    choices = torch.stack([torch.stack(c, 1) for c in
-                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])  # (6, n, 3, H, W)
-    index = (sector.long() % 6)[None, :, None].expand(1, -1, 3, -1, -1)
-    rgb = choices.gather(0, index)[0]
-    return torch.where((s == 0)[:, None], v[:, None], rgb).clamp(0, 255).to(torch.uint8)
+    planes = torch.stack([v, p, q, t]).clamp_(0, 255).to(torch.uint8)  # (4, n, H, W)
+    sources = _SECTOR_SOURCES[sector.long() % 6].permute(3, 0, 1, 2)  # (3, n, H, W): plane index per channel
+    rgb = planes.gather(0, sources).transpose(0, 1)  # (n, 3, H, W)
+    return torch.where((s == 0)[:, None], hsv[:, 2:3], rgb)
 
 
 def _round_half_up(values: torch.Tensor) -> torch.Tensor:
