@@ -108,9 +108,14 @@ def _mix_pixels(pixel_values: torch.Tensor, lam: np.ndarray, use_cutmix: np.ndar
     """Mixup rows: lam * x + (1 - lam) * partner; CutMix rows: the box pasted from the partner."""
     if not use_cutmix.any() and (lam == 1.0).all():
         return pixel_values
+    if use_cutmix.all() and (boxes == boxes[0]).all():  # one box for the whole batch ("batch" mode)
+        top, bottom, left, right = boxes[0].tolist()
+        mixed = pixel_values.clone()
+        mixed[..., top:bottom, left:right] = pixel_values[..., top:bottom, left:right].flip(0)
+        return mixed
+    partner = pixel_values.flip(0)
     count, height, width = len(lam), *pixel_values.shape[-2:]
     device = pixel_values.device
-    partner = pixel_values.flip(0)
     weight = np.where(use_cutmix, 1.0, lam)  # CutMix rows keep their own pixels outside the box
     mixed = partner.lerp(pixel_values, torch.as_tensor(weight, dtype=pixel_values.dtype, device=device).view(count, 1, 1, 1))
     if use_cutmix.any():
