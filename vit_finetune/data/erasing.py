@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from .augment import one_thread
 from .config import RandomErasingConfig
 
 TRIES = 10
@@ -23,8 +24,14 @@ def random_erasing(pixel_values: torch.Tensor, cfg: RandomErasingConfig,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """float (B, C, H, W) -> the same tensor with random boxes overwritten (in place, also returned).
 
-    The boxes are drawn for the whole batch at once; filling them is a slice assignment per box.
+    The boxes are drawn for the whole batch at once; filling them is a slice assignment per box. Small
+    ops, so on one thread (see `augment.one_thread`).
     """
+    with one_thread():
+        return _erase(pixel_values, cfg, generator)
+
+
+def _erase(pixel_values: torch.Tensor, cfg: RandomErasingConfig, generator: torch.Generator | None) -> torch.Tensor:
     count, channels, height, width = pixel_values.shape
     if cfg.p <= 0 or count == 0:
         return pixel_values
@@ -35,11 +42,16 @@ def random_erasing(pixel_values: torch.Tensor, cfg: RandomErasingConfig,
         rows = erased[box < boxes]
         if len(rows):
             placed = _draw_boxes(draw, boxes[box < boxes], height, width, cfg)  # (n, 4)
-            for row, (top, left, box_h, box_w) in zip(rows.tolist(), placed.tolist()):
-                if box_h:  # 0: no try fitted
-                    target = pixel_values[row, :, top : top + box_h, left : left + box_w]
-                    target.copy_(_fill_values(cfg.mode, (channels, box_h, box_w), draw, target))
+            _fill_boxes(pixel_values, rows.tolist(), placed.tolist(), cfg.mode, draw)
     return pixel_values
+
+
+def _fill_boxes(pixel_values: torch.Tensor, rows: list[int], boxes: list[list[int]], mode: str, draw: "_Draws") -> None:
+    channels = pixel_values.shape[1]
+    for row, (top, left, box_h, box_w) in zip(rows, boxes):
+        if box_h:  # 0: no try fitted
+            target = pixel_values[row, :, top : top + box_h, left : left + box_w]
+            target.copy_(_fill_values(mode, (channels, box_h, box_w), draw, target))
 
 
 class _Draws:
