@@ -59,28 +59,40 @@ def apply_ops(images: torch.Tensor, ops: tuple[str, ...], choice: torch.Tensor, 
     data, bits, threshold, enhance factor). All geometric ops run as one resampling, all point ops
     as one table lookup, all enhance ops as one blend.
     """
-    height, width = images.shape[-2:]
     groups = _group_by_op(choice, len(ops))
-    parts = []  # (rows, their new images)
-    geometric = {k: rows for k, rows in groups.items() if ops[k] in GEOMETRIC_OPS}
-    if geometric:
-        rows = torch.cat(list(geometric.values()))
-        matrix = torch.cat([_affine_data(ops[k], args[r], height, width) for k, r in geometric.items()])  # (n, 2, 3)
-        parts.append((rows, image_ops.affine(images[rows], matrix, interpolation, fill)))
-    point = {k: rows for k, rows in groups.items() if ops[k] in POINT_OPS}
-    if point:
-        rows = torch.cat(list(point.values()))
-        lut = torch.cat([_point_lut(ops[k], images[r], args[r]) for k, r in point.items()])  # (n, 3, 256)
-        parts.append((rows, image_ops.apply_lut(images[rows], lut)))
-    enhance = {k: rows for k, rows in groups.items() if ops[k] in ENHANCE_OPS}
-    if enhance:
-        rows = torch.cat(list(enhance.values()))
-        degenerate = torch.cat([image_ops.DEGENERATE[ops[k]](images[r]).to(torch.float32).expand(len(r), 3, height, width)
-                                for k, r in enhance.items()])  # (n, 3, H, W)
-        parts.append((rows, image_ops.blend(degenerate, images[rows], args[rows])))
-    if not parts:
+    geometric = functools.partial(_run_geometric, interpolation=interpolation, fill=fill)
+    rows, results = [], []
+    for kind, run in ((GEOMETRIC_OPS, geometric), (POINT_OPS, _run_point), (ENHANCE_OPS, _run_enhance)):
+        chosen = [(ops[k], members) for k, members in groups.items() if ops[k] in kind]
+        if chosen:
+            rows.append(torch.cat([r for _, r in chosen]))
+            results.append(run(images, chosen, args))
+    if not rows:
         return images
-    return images.index_copy(0, torch.cat([rows for rows, _ in parts]), torch.cat([new for _, new in parts]))
+    return images.index_copy(0, torch.cat(rows), torch.cat(results))
+
+
+Chosen = list[tuple[str, torch.Tensor]]  # (op, indices of the images that chose it)
+
+
+def _run_geometric(images: torch.Tensor, chosen: Chosen, args: torch.Tensor, interpolation: str,
+                   fill: image_ops.Fill) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    matrix = torch.cat([_affine_data(op, args[rows], height, width) for op, rows in chosen])  # (n, 2, 3)
+    return image_ops.affine(images[torch.cat([rows for _, rows in chosen])], matrix, interpolation, fill)
+
+
+def _run_point(images: torch.Tensor, chosen: Chosen, args: torch.Tensor) -> torch.Tensor:
+    lut = torch.cat([_point_lut(op, images[rows], args[rows]) for op, rows in chosen])  # (n, 3, 256)
+    return image_ops.apply_lut(images[torch.cat([rows for _, rows in chosen])], lut)
+
+
+def _run_enhance(images: torch.Tensor, chosen: Chosen, args: torch.Tensor) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    degenerate = torch.cat([image_ops.DEGENERATE[op](images[rows]).to(torch.float32).expand(len(rows), 3, height, width)
+                            for op, rows in chosen])  # (n, 3, H, W)
+    rows = torch.cat([rows for _, rows in chosen])
+    return image_ops.blend(degenerate, images[rows], args[rows])
 
 
 def _group_by_op(choice: torch.Tensor, num_ops: int) -> dict[int, torch.Tensor]:

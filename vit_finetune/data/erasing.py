@@ -24,7 +24,8 @@ def random_erasing(pixel_values: torch.Tensor, cfg: RandomErasingConfig,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """float (B, C, H, W) -> the same tensor with random boxes overwritten (in place, also returned).
 
-    The boxes are drawn for the whole batch at once; filling them is a slice assignment per box. Small
+    Draws come from `generator` (a CPU generator) or torch's global CPU RNG, whatever device the batch
+    is on, so a seed gives the same boxes on a CPU and a GPU. The boxes are drawn for the whole batch at once; filling them is a slice assignment per box. Small
     ops, so on one thread (see `augment.one_thread`).
     """
     with one_thread():

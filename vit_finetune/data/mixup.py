@@ -13,8 +13,8 @@ timm `timm/data/mixup.py`, `Mixup` (`_params_per_batch`, `_params_per_elem`, `_m
 - targets: label-smoothed one-hots (on = 1 - s + s/K, off = s/K) mixed with the same lam.
 
 It runs where the batch is, after collate (the Trainer's `compute_loss`), on training batches only.
-The draws come from numpy's generator seeded by one draw of torch's RNG (global, or `generator`):
-torch's Beta sampler takes no generator.
+The draws come from numpy's generator seeded by one draw of torch's CPU RNG (global, or `generator`,
+a CPU generator): torch's Beta sampler takes no generator. The batch may be on any device.
 """
 
 from __future__ import annotations
