@@ -2,7 +2,7 @@
 
     python -m vit_finetune.bench.augment ../shared/data/cifar10/test
 
-Fidelity: each op at one fixed argument on the same images, ours (uint8) and kornia's (float in
+Needs kornia (`pip install kornia`), which the package itself does not depend on. Fidelity: each op at one fixed argument on the same images, ours (uint8) and kornia's (float in
 [0, 1], rounded back to uint8) against the Pillow call timm / torchvision make; max |Δ| in grey
 levels and the share of values more than one grey level off. Kornia's ops are taken as its
 RandAugment / ColorJitter use them (e.g. RandomBrightness, RandomContrast, RandomSaturation).
