@@ -2,6 +2,8 @@
 
     python -m vit_finetune.bench.preprocess ../shared/data/cifar10/test --num-images 512 --batch-size 64
     python -m vit_finetune.bench.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128
+    python -m vit_finetune.bench.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128 \
+        --augment auto_augment=rand-m9-mstd0.5 --augment random_erasing.p=0.25 --augment mixup_alpha=0.8 --augment cutmix_alpha=1.0
 
 Both sides get the same decoded images (PIL RGB for the processor, uint8 tensors for ours) and take
 turns, a whole pass over the images each, for a few rounds, so machine load affects both alike. The
@@ -12,6 +14,7 @@ a DataLoader.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -75,28 +78,40 @@ def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch
 
 
 def pipeline_speed(dataset: torch.utils.data.Dataset, cfg: PreprocessConfig, batch_size: int = 64,
-                   num_workers: int = 0, num_batches: int = 20) -> dict:
-    """Images/s of the full input path (read, augment, collate) through a shuffling DataLoader."""
+                   num_workers: int = 0, num_batches: int = 20, batch_step=None) -> dict:
+    """Images/s of the full input path (read, augment, collate, then `batch_step(batch)`) through a shuffling DataLoader."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                                          collate_fn=ImageCollator(cfg), persistent_workers=False)
     batches = iter(loader)
     next(batches)  # warm-up (and worker start-up)
     start, seen = time.perf_counter(), 0
     for _, batch in zip(range(num_batches), batches):
+        batch = batch_step(batch) if batch_step is not None else batch
         seen += len(batch["labels"])
     seconds = time.perf_counter() - start
     return {"images_per_s": seen / seconds, "batch_size": batch_size, "num_workers": num_workers, "images": seen}
 
 
-def training_pipeline_speed(data_dir: str | Path, size: int, batch_size: int, crop: str, num_batches: int = 50) -> dict:
-    """`pipeline_speed` of a data set's train split as training reads it: cached decode, augmentation, collate."""
+def training_pipeline_speed(data_dir: str | Path, size: int, batch_size: int, crop: str, num_batches: int = 50,
+                            augment: list[str] = ()) -> dict:
+    """`pipeline_speed` of a data set's train split as training reads it: cached decode, augmentation, collate,
+    and the training-step augmentations (erasing, mixup). `augment`: `key=value` settings of data.augment."""
+    from vit_finetune.config import apply_override
+    from vit_finetune.data.batch_augment import augment_train_batch
     from vit_finetune.data.config import AugmentConfig, DataConfig
     from vit_finetune.data.sources import apply_train_augmentation, load_splits
+    from vit_finetune.typed import build_dataclass
 
+    tree = {"crop": crop, "horizontal_flip": True}
+    for setting in augment:
+        apply_override(tree, setting)
+    augment_cfg = build_dataclass(AugmentConfig, tree, "augment")
     cfg = PreprocessConfig(height=size, width=size)
     splits = load_splits(DataConfig(dataset=str(data_dir)), preprocess=cfg)
-    train = apply_train_augmentation(splits.train, AugmentConfig(crop=crop, horizontal_flip=True))
-    return {"size": size, "crop": crop, **pipeline_speed(train, cfg, batch_size, num_batches=num_batches)}
+    train = apply_train_augmentation(splits.train, augment_cfg)
+    step = functools.partial(augment_train_batch, num_classes=len(splits.label_names), cfg=augment_cfg)
+    return {"size": size, "crop": crop, "augment": list(augment),
+            **pipeline_speed(train, cfg, batch_size, num_batches=num_batches, batch_step=step)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,9 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--pipeline", action="store_true", help="time the whole training input path instead")
     parser.add_argument("--crop", default="none", choices=["none", "random_padded", "random_resized"])
+    parser.add_argument("--augment", action="append", default=[], metavar="KEY=VALUE",
+                        help="a data.augment setting for --pipeline, e.g. auto_augment=rand-m9-mstd0.5 or random_erasing.p=0.25")
     args = parser.parse_args(argv)
     if args.pipeline:
-        result = training_pipeline_speed(args.image_dir, args.size, args.batch_size, args.crop)
+        result = training_pipeline_speed(args.image_dir, args.size, args.batch_size, args.crop, augment=args.augment)
     else:
         result = compare_preprocess_speed(args.image_dir, args.num_images, args.batch_size, args.size)
     print(json.dumps(result, indent=2))

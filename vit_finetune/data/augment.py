@@ -1,5 +1,9 @@
 """Train-time augmentation of a batch of decoded uint8 images (B, 3, H, W) with plain torch ops.
 
+Order (timm's and torchvision's): crop, flip, auto_augment (`auto_augment.py`), colour jitter
+(`color.py`). Random erasing and mixup / cutmix work on the normalised, collated batch and run in
+the training step (`erasing.py`, `mixup.py`).
+
 Each image gets its own random draws, as if augmented alone; padded crops and flips run as one
 gather / select over the whole batch (per-example Python work would cost more than the model step
 of a small model). Every random draw comes from torch's global RNG, which the Trainer seeds (and
@@ -9,16 +13,40 @@ the input size, so the collator resizes the batch to the model's size in one bat
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 
+from .auto_augment import auto_augment, parse_auto_augment
+from .color import color_jitter
 from .config import AugmentConfig
 
 
 def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): the configured crop, then an optional horizontal flip."""
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, H, W): the configured crop, flip, auto_augment and colour jitter."""
+    with one_thread():
+        return _augment(pixels, cfg)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch's ops on one thread inside the block (DataLoader workers already do).
+
+    Augmentation is many small ops on parts of a batch: a second thread saves little on an idle
+    machine (32 px CIFAR, RandAugment: 12 ms vs 14 ms per batch of 128), and when other processes
+    keep the cores busy every op waits for a descheduled thread (measured 240-440 ms vs 11-14 ms).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _augment(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if cfg.crop == "random_resized":
         pixels = torch.stack([random_resized_crop(image, cfg.scale, cfg.ratio) for image in pixels])
     elif cfg.crop == "random_padded":
@@ -26,6 +54,10 @@ def augment_batch(pixels: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if cfg.horizontal_flip:
         flip = torch.rand(pixels.shape[0]) < 0.5  # (B,)
         pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    if cfg.auto_augment is not None:
+        pixels = auto_augment(pixels, parse_auto_augment(cfg.auto_augment))
+    if cfg.color_jitter.enabled:
+        pixels = color_jitter(pixels, cfg.color_jitter)
     return pixels
 
 

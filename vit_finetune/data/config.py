@@ -10,15 +10,73 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vit_finetune.typed import ConfigError
+
+WHERE = "data.augment"
+
+
+def _check(ok: bool, key: str, requirement: str, value) -> None:
+    """Raise ConfigError `data.augment.<key>: <requirement>, got <value>` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{WHERE}.{key}: {requirement}, got {value!r}")
+
+
+@dataclass
+class ColorJitterConfig:
+    """torchvision's ColorJitter: factors uniform in [max(0, 1 - v), 1 + v], hue shift in [-hue, hue]; 0 = off."""
+
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("brightness", "contrast", "saturation"):
+            _check(getattr(self, key) >= 0, f"color_jitter.{key}", "must be >= 0", getattr(self, key))
+        _check(0 <= self.hue <= 0.5, "color_jitter.hue", "must be in [0, 0.5]", self.hue)
+
+    @property
+    def enabled(self) -> bool:
+        return max(self.brightness, self.contrast, self.saturation, self.hue) > 0
+
+
+@dataclass
+class RandomErasingConfig:
+    """timm's RandomErasing on the normalised batch: with probability p, 1..max_count boxes of area
+    fraction in `scale` and aspect ratio in `ratio`, filled by `mode`: "const" zeros, "rand" one normal
+    colour per box, "pixel" normal noise per pixel (timm's train.py default)."""
+
+    p: float = 0.0
+    mode: Literal["const", "rand", "pixel"] = "pixel"
+    scale: tuple[float, float] = (0.02, 1 / 3)
+    ratio: tuple[float, float] = (0.3, 1 / 0.3)
+    max_count: int = 1
+
+    def __post_init__(self) -> None:
+        self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
+        _check(0 <= self.p <= 1, "random_erasing.p", "must be in [0, 1]", self.p)
+        _check(self.mode in ("const", "rand", "pixel"), "random_erasing.mode", "must be 'const', 'rand' or 'pixel'",
+               self.mode)
+        _check(0 < self.scale[0] <= self.scale[1] <= 1, "random_erasing.scale", "need 0 < min <= max <= 1", self.scale)
+        _check(0 < self.ratio[0] <= self.ratio[1], "random_erasing.ratio", "need 0 < min <= max", self.ratio)
+        _check(self.max_count >= 1, "random_erasing.max_count", "must be >= 1", self.max_count)
+
 
 @dataclass
 class AugmentConfig:
-    """Train-time augmentation on decoded uint8 images (3, H, W); the output keeps the input size.
+    """Train-time augmentation. Evaluation never augments. `AugmentConfig.none()` turns everything off.
 
+    On decoded uint8 images (3, H, W), keeping their size, in this order (`augment.augment_batch`):
     crop: "random_resized" = random area `scale` / aspect `ratio` crop resized back to (H, W)
     (the Inception / HF-notebook recipe); "random_padded" = zero-pad `padding` px on each side and
-    crop (H, W) at a random offset (the classic CIFAR recipe); "none" = no crop.
-    Evaluation never augments. `AugmentConfig.none()` turns everything off.
+    crop (H, W) at a random offset (the classic CIFAR recipe); "none" = no crop. Then the flip, then
+    auto_augment: null, a timm RandAugment string ("rand-m9-mstd0.5"), "trivial" (torchvision's
+    TrivialAugmentWide) or a timm AugMix string ("augmix-m3-w3"); then color_jitter.
+
+    On the collated training batch (the Trainer's compute_loss): random_erasing (`erasing.py`), then
+    mixup / cutmix with soft targets (`mixup.py`, timm's Mixup): mixup_alpha, cutmix_alpha (0 = off),
+    mixup_prob (chance that a batch / pair / image is mixed), mixup_switch_prob (chance of cutmix when
+    both are on), mixup_mode ("batch", "pair", "elem"), label_smoothing of the soft targets.
     """
 
     crop: Literal["none", "random_resized", "random_padded"] = "random_resized"
@@ -26,26 +84,56 @@ class AugmentConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     padding: int = 4
     horizontal_flip: bool = True
+    auto_augment: str | None = None
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    random_erasing: RandomErasingConfig = field(default_factory=RandomErasingConfig)
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: Literal["batch", "pair", "elem"] = "batch"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         self.scale, self.ratio = tuple(self.scale), tuple(self.ratio)
-        if self.crop not in ("none", "random_resized", "random_padded"):
-            raise ValueError(f"augment.crop: unknown crop {self.crop!r}")
-        if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
-            raise ValueError(f"augment.scale: need 0 < min <= max <= 1, got {self.scale}")
-        if not 0.0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"augment.ratio: need 0 < min <= max, got {self.ratio}")
-        if self.padding < 0:
-            raise ValueError(f"augment.padding: must be >= 0, got {self.padding}")
+        _check(self.crop in ("none", "random_resized", "random_padded"), "crop",
+               "must be 'none', 'random_resized' or 'random_padded'", self.crop)
+        _check(0.0 < self.scale[0] <= self.scale[1] <= 1.0, "scale", "need 0 < min <= max <= 1", self.scale)
+        _check(0.0 < self.ratio[0] <= self.ratio[1], "ratio", "need 0 < min <= max", self.ratio)
+        _check(self.padding >= 0, "padding", "must be >= 0", self.padding)
+        self._check_auto_augment()
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            _check(getattr(self, key) >= 0, key, "must be >= 0 (0 = off)", getattr(self, key))
+        for key in ("mixup_prob", "mixup_switch_prob"):
+            _check(0 <= getattr(self, key) <= 1, key, "must be in [0, 1]", getattr(self, key))
+        _check(self.mixup_mode in ("batch", "pair", "elem"), "mixup_mode", "must be 'batch', 'pair' or 'elem'",
+               self.mixup_mode)
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)", self.label_smoothing)
+
+    def _check_auto_augment(self) -> None:
+        if self.auto_augment is None:
+            return
+        from .auto_augment import parse_auto_augment  # the parser lives with the policies it builds
+
+        try:
+            parse_auto_augment(self.auto_augment)
+        except ValueError as err:
+            raise ConfigError(f"{WHERE}.auto_augment: {err}") from None
 
     @classmethod
     def none(cls) -> "AugmentConfig":
-        """No augmentation at all (no crop, no flip)."""
+        """No augmentation at all (no crop, no flip, nothing else)."""
         return cls(crop="none", horizontal_flip=False)
 
     @property
     def enabled(self) -> bool:
-        return self.crop != "none" or self.horizontal_flip
+        """Whether anything happens to the uint8 images (crop, flip, auto_augment, colour jitter)."""
+        return self.crop != "none" or self.horizontal_flip or self.auto_augment is not None or self.color_jitter.enabled
+
+    @property
+    def mixup_enabled(self) -> bool:
+        """Whether training batches are mixed (then the loss needs the soft targets of `mixup.mix_batch`)."""
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
 
 
 @dataclass
