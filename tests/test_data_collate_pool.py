@@ -56,10 +56,11 @@ def test_pool_never_reuses_shared_memory_and_pickles_empty():
     assert pickle.loads(pickle.dumps(pool)).buffers == []
 
 
-def test_pool_keeps_at_most_capacity_buffers():
-    pool = BufferPool(capacity=2)
+@pytest.mark.parametrize("capacity", [2, 4])
+def test_pool_keeps_at_most_capacity_buffers(capacity):
+    pool = BufferPool(capacity=capacity)
     held = [pool.take(SHAPE) for _ in range(5)]
-    assert len(pool.buffers) == 2 and len({storage(b) for b in held}) == 5
+    assert len(pool.buffers) == capacity and len({storage(b) for b in held}) == 5
 
 
 def test_collator_batches_are_channels_last_and_stay_valid_while_held():
