@@ -102,6 +102,7 @@ def test_threaded_chunks_equal_one_thread_and_work_in_inference_mode(monkeypatch
     assert fast_resize.applies(pixels, cfg)
     assert torch.equal(single, threaded) and torch.equal(single, in_inference)
     assert torch.equal(single, preprocess_batch(pixels, cfg, tuned=False))  # the plain definition, bitwise
+    assert torch.equal(single, torch.cat([preprocess_batch(image[None], cfg) for image in pixels]))  # as predicted
     mean, std = torch.tensor(cfg.image_mean).view(1, 3, 1, 1), torch.tensor(cfg.image_std).view(1, 3, 1, 1)
     resized = torch.nn.functional.interpolate(pixels, size=(56, 56), mode="bilinear", antialias=True).float()
     assert torch.allclose(single, (resized / 255 - mean) / std, atol=1e-5)
