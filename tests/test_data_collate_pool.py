@@ -5,6 +5,7 @@ import pickle
 import pytest
 import torch
 
+from vit_finetune.data import fast_resize
 from vit_finetune.data.collate import BufferPool, ImageCollator
 from vit_finetune.data.preprocess import PreprocessConfig, empty_batch, preprocess_batch
 
@@ -55,10 +56,11 @@ def test_pool_never_reuses_shared_memory_and_pickles_empty():
     assert pickle.loads(pickle.dumps(pool)).buffers == []
 
 
-def test_pool_keeps_at_most_capacity_buffers():
-    pool = BufferPool(capacity=2)
+@pytest.mark.parametrize("capacity", [2, 4])
+def test_pool_keeps_at_most_capacity_buffers(capacity):
+    pool = BufferPool(capacity=capacity)
     held = [pool.take(SHAPE) for _ in range(5)]
-    assert len(pool.buffers) == 2 and len({storage(b) for b in held}) == 5
+    assert len(pool.buffers) == capacity and len({storage(b) for b in held}) == 5
 
 
 def test_collator_batches_are_channels_last_and_stay_valid_while_held():
@@ -84,9 +86,7 @@ def test_preprocess_batch_out_must_be_a_matching_batch():
 
 
 def test_threaded_chunks_equal_one_thread_and_work_in_inference_mode(monkeypatch):
-    import vit_finetune.data.preprocess as preprocess
-
-    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 4 * 3 * 56 * 56 * 3)  # 3 images per chunk: 4 chunks of 11 images
+    monkeypatch.setattr(fast_resize, "CHUNK_BYTES", 4 * 3 * 56 * 56 * 3)  # 3 images per chunk: 4 chunks of 11 images
     pixels = torch.randint(0, 256, (11, 3, 20, 24), dtype=torch.uint8)
     cfg = PreprocessConfig(height=56, width=56, image_mean=(0.1, 0.2, 0.3), image_std=(0.3, 0.2, 0.1))
     threads = torch.get_num_threads()
@@ -99,7 +99,10 @@ def test_threaded_chunks_equal_one_thread_and_work_in_inference_mode(monkeypatch
             in_inference = preprocess_batch(pixels, cfg)
     finally:
         torch.set_num_threads(threads)
+    assert fast_resize.applies(pixels, cfg)
     assert torch.equal(single, threaded) and torch.equal(single, in_inference)
+    assert torch.equal(single, preprocess_batch(pixels, cfg, tuned=False))  # the plain definition, bitwise
+    assert torch.equal(single, torch.cat([preprocess_batch(image[None], cfg) for image in pixels]))  # as predicted
     mean, std = torch.tensor(cfg.image_mean).view(1, 3, 1, 1), torch.tensor(cfg.image_std).view(1, 3, 1, 1)
     resized = torch.nn.functional.interpolate(pixels, size=(56, 56), mode="bilinear", antialias=True).float()
     assert torch.allclose(single, (resized / 255 - mean) / std, atol=1e-5)
@@ -110,11 +113,9 @@ def test_whole_factor_route_threads_and_modes_agree():
     scratch made during inference mode still takes training-mode writes afterwards."""
     import threading
 
-    import vit_finetune.data.preprocess as preprocess
-
     pixels = torch.randint(0, 256, (11, 3, 8, 24), dtype=torch.uint8)
     cfg = PreprocessConfig(height=56, width=56)  # 8 -> 56 rows: 7x
-    assert preprocess.row_stretch_factor(cfg, 8, 24) == 7
+    assert fast_resize.row_stretch_factor(cfg, 8, 24) == 7
     results = {}
 
     def run() -> None:  # a fresh thread: its scratch is first made inside inference mode
@@ -152,16 +153,14 @@ def _two_threads(_worker_id: int) -> None:
 
 
 def test_forked_workers_make_their_own_chunk_threads(monkeypatch):
-    import vit_finetune.data.preprocess as preprocess
-
-    monkeypatch.setattr(preprocess, "CHUNK_BYTES", 4 * 3 * 16 * 16 * 2)  # 2 images per chunk: the pool runs
+    monkeypatch.setattr(fast_resize, "CHUNK_BYTES", 4 * 3 * 16 * 16 * 2)  # 2 images per chunk: the pool runs
     examples = [{"pixels": torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), "labels": 0} for _ in range(12)]
     collate = ImageCollator(PreprocessConfig(height=16, width=16))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         main = [collate(examples[i : i + 4])["pixel_values"].clone() for i in range(0, 12, 4)]  # parent's pool exists
-        assert preprocess._chunk_threads is not None
+        assert fast_resize._chunk_threads is not None
         loader = torch.utils.data.DataLoader(examples, batch_size=4, collate_fn=collate, num_workers=1, timeout=60,
                                              worker_init_fn=_two_threads, multiprocessing_context="fork")
         workers = [batch["pixel_values"] for batch in loader]  # a child using the parent's threadless pool would hang

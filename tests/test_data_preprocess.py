@@ -10,6 +10,8 @@ from PIL import Image
 
 from data_helpers import CIFAR10, needs_cifar10
 from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data import fast_resize
+from vit_finetune.data.fast_resize import row_stretch_factor
 from vit_finetune.data.images import open_image
 from vit_finetune.data.preprocess import PreprocessConfig, pil_to_pixels, preprocess_batch, preprocess_images
 
@@ -99,8 +101,6 @@ def grey_levels(cfg: PreprocessConfig, levels: float) -> float:
 ])
 def test_whole_factor_upsampling_within_half_a_grey_level_of_the_processor(source, target, factor):
     """The `_stretch_rows` route differs from PIL only by PIL's rounding to uint8 (half a grey level)."""
-    from vit_finetune.data.preprocess import row_stretch_factor
-
     cfg = PreprocessConfig(height=target[0], width=target[1], image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4))
     assert row_stretch_factor(cfg, *source) == factor
     images = random_images([source] * 6, seed=1)
@@ -112,9 +112,18 @@ def test_whole_factor_upsampling_within_half_a_grey_level_of_the_processor(sourc
     assert (ours - reference).abs().max() <= grey_levels(cfg, 0.5 + 1e-3)
 
 
-def test_shortest_edge_whole_factor_matches_processor():
-    from vit_finetune.data.preprocess import row_stretch_factor
+@pytest.mark.parametrize("source, target, factor", [((32, 32), (224, 224), 7), ((4, 4), (32, 5), 8), ((10, 3), (10, 30), 1)])
+def test_row_stretching_within_half_a_grey_level_of_the_plain_definition(source, target, factor):
+    """The tuned route against `tuned=False` (PIL-compatible uint8 resize, then scale and shift)."""
+    cfg = PreprocessConfig(height=target[0], width=target[1], image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4))
+    pixels = torch.randint(0, 256, (5, 3, *source), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    assert row_stretch_factor(cfg, *source) == factor and fast_resize.applies(pixels, cfg)
+    tuned, plain = preprocess_batch(pixels, cfg), preprocess_batch(pixels, cfg, tuned=False)
+    assert tuned.stride() == plain.stride()
+    assert (tuned - plain).abs().max() <= grey_levels(cfg, 0.5 + 1e-3)
 
+
+def test_shortest_edge_whole_factor_matches_processor():
     cfg = PreprocessConfig(height=None, width=None, shortest_edge=32)
     processor = hf_processor(size={"shortest_edge": 32}, do_center_crop=False)
     for source in [(16, 24), (24, 16)]:  # (h, w): 16 -> 32 rows (2x), and 24 -> 48 rows (2x)
@@ -126,8 +135,6 @@ def test_shortest_edge_whole_factor_matches_processor():
 
 
 def test_other_resizes_take_the_exact_route():
-    from vit_finetune.data.preprocess import row_stretch_factor
-
     assert row_stretch_factor(PreprocessConfig(height=48, width=48), 32, 32) is None  # 1.5x
     assert row_stretch_factor(PreprocessConfig(height=64, width=64, resample="bicubic"), 32, 32) is None
     assert row_stretch_factor(PreprocessConfig(height=16, width=16), 32, 32) is None  # shrinking

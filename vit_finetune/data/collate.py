@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .compat import storage_users
 from .preprocess import PreprocessConfig, empty_batch, preprocess_batch
-
-# Counts the tensors (views included) that share a storage; without it the pool never reuses.
-_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
 class BufferPool:
@@ -19,7 +17,8 @@ class BufferPool:
     A fresh 64 x 3 x 224 x 224 float32 batch is 38 MB of new pages, and faulting them in costs more
     than computing the batch (docs/BENCHMARKS.md). Each `take` returns a new view of a buffer, so any
     live reference to a batch (a Python name, an autograd saved tensor, a slice) keeps its buffer out
-    of reuse. Buffers moved to shared memory (sent from a DataLoader worker) are never reused.
+    of reuse. Buffers moved to shared memory (sent from a DataLoader worker) are never reused, and
+    none is where torch cannot count a storage's users (`compat.storage_users`).
     """
 
     def __init__(self, capacity: int = 4):
@@ -33,15 +32,14 @@ class BufferPool:
             if buffer.shape == shape and self._is_free(buffer):
                 return buffer.view(shape)
         buffer = empty_batch(shape)
-        if _storage_use_count is not None:
+        if storage_users(buffer) is not None:  # else no buffer could ever be found free: keep none
             kept = [b for b in self.buffers if not b.is_shared()]
-            self.buffers = kept[len(kept) - self.capacity + 1 :] + [buffer]
+            self.buffers = kept[max(0, len(kept) - self.capacity + 1) :] + [buffer]
         return buffer.view(shape)
 
     @staticmethod
     def _is_free(buffer: torch.Tensor) -> bool:
-        # Two users when free: the pool's tensor and the temporary storage object made to ask.
-        return not buffer.is_shared() and _storage_use_count(buffer.untyped_storage()._cdata) == 2
+        return not buffer.is_shared() and storage_users(buffer) == 1  # only the pool's own tensor
 
     def __getstate__(self) -> dict:  # workers start with an empty pool
         return {"capacity": self.capacity, "buffers": []}

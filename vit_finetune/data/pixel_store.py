@@ -16,6 +16,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from .compat import dataset_row_mapping
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,7 +25,8 @@ class PixelStore:
     """`take(indices)` -> uint8 (B, 3, H, W) of the logical rows `indices` of a decoded split.
 
     The in-place views are made on first use in each process (views of a memory map do not pickle;
-    a DataLoader worker makes its own). Layouts other than a fixed-shape pixels column fall back to
+    a DataLoader worker makes its own). Layouts other than a fixed-shape pixels column, and a
+    `datasets` release without the row mapping `compat.dataset_row_mapping` reads, fall back to
     `datasets`' own row access.
     """
 
@@ -38,7 +41,7 @@ class PixelStore:
     def take(self, indices: list[int]) -> np.ndarray:
         """uint8 (B, 3, H, W), a new array (the file's pages are never written to)."""
         views = self._make_views() if self._views is None else self._views
-        if not views:  # () once the layout was found not to allow in-place views
+        if not views:  # () once in-place views were found impossible here
             return self._fallback[list(indices)]["pixels"]
         blocks, starts, physical = views
         rows = physical[np.asarray(indices, dtype=np.int64)]  # (B,) rows of the file
@@ -46,18 +49,25 @@ class PixelStore:
         return np.stack([blocks[b][r - starts[b]] for b, r in zip(block.tolist(), rows.tolist())])
 
     def _make_views(self) -> tuple | tuple[()]:
-        try:
-            shape = tuple(self.rows.features["pixels"].shape)  # (3, H, W)
-            blocks = [_block_view(chunk, shape) for chunk in self.rows.data.column("pixels").chunks]
-        except (AttributeError, KeyError, ValueError, pa.ArrowException) as err:
-            logger.info("pixels column read through datasets (no in-place view: %s)", err)
+        physical = dataset_row_mapping(self.rows)  # (len(rows),) file row of each logical row
+        blocks = _block_views(self.rows)
+        if physical is None or blocks is None:
             self._views = ()
             return ()
         starts = np.cumsum([0] + [len(block) for block in blocks[:-1]])  # first file row of each block
-        mapping = self.rows._indices  # logical -> file rows after select(); None when there is none
-        physical = np.arange(len(self.rows)) if mapping is None else mapping.column(0).to_numpy().astype(np.int64)
         self._views = (blocks, starts, physical)
         return self._views
+
+
+def _block_views(rows: datasets.Dataset) -> list[np.ndarray] | None:
+    """Each record batch of the file's pixels column as a (rows, 3, H, W) numpy view; None if the layout
+    does not allow it (not a fixed-shape uint8 column)."""
+    try:
+        shape = tuple(rows.features["pixels"].shape)  # (3, H, W)
+        return [_block_view(chunk, shape) for chunk in rows.data.column("pixels").chunks]
+    except (AttributeError, KeyError, ValueError, pa.ArrowException) as err:
+        logger.info("pixels column read through datasets (no in-place view: %s)", err)
+        return None
 
 
 def _block_view(chunk: pa.Array, shape: tuple[int, ...]) -> np.ndarray:

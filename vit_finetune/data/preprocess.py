@@ -1,31 +1,21 @@
-"""The "feature extractor": resize + rescale + normalise, on whole uint8 batches with torch ops.
+"""The "feature extractor": uint8 images -> normalised float32 model input, in batches, with torch ops.
 
 Settings travel with the weights: `PreprocessConfig.from_pretrained(dir)` reads the checkpoint's
 `preprocessor_config.json`, `save_pretrained(dir)` writes one that `AutoImageProcessor` loads as a
 `ViTImageProcessor`. Only a from-scratch model without a processor uses the dataclass defaults.
 
-Resizing runs on uint8 tensors with torch's antialiased kernels, which reproduce PIL's resampling
-(what `ViTImageProcessor` uses) to within a grey level or two, so the batched path matches the
-reference processor while staying vectorised. Bilinear upsampling by a whole factor in height
-(CIFAR's 32 -> 224 px) keeps PIL's exact horizontal pass and stretches the rows in float32 after
-normalising (`_stretch_rows`): within half a grey level of PIL, and each output value is written
-once. One code path serves training, evaluation and prediction: PIL image -> `pil_to_pixels`
-(uint8 (3, H, W), resized at decode only when asked) -> `preprocess_batch` (resize, rescale,
-normalise).
-
-Speed (docs/BENCHMARKS.md): batches come out channels-last (the resize kernel's layout); the
-uint8 route runs in cache-sized chunks on one thread per core (the uint8 resize kernel is
-single-threaded), the row-stretching route on the caller's thread (torch spreads its float ops over
-the cores); the collator writes into reused buffers (`collate.BufferPool`) instead of fresh memory.
+One code path serves training, evaluation and prediction: PIL image -> `pil_to_pixels` (uint8
+(3, H, W), resized at decode only when asked) -> `preprocess_batch`, whose definition is resize ->
+centre crop -> scale and shift. Resizing runs on uint8 tensors with torch's antialiased kernels,
+which reproduce PIL's resampling (what `ViTImageProcessor` uses) to within a grey level or two, so
+the batched path matches the reference processor while staying vectorised. `fast_resize` holds the
+tuned routes that compute the same faster; the collator writes into reused buffers
+(`collate.BufferPool`) instead of fresh memory (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from . import fast_resize
 
 PROCESSOR_FILE = "preprocessor_config.json"
 # PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
@@ -163,6 +155,45 @@ def _three(values: float | list[float]) -> tuple[float, float, float]:
 # ---- the batched path ------------------------------------------------------------------------
 
 
+def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Tensor | None = None, *,
+                     tuned: bool = True) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (B, 3, h, w) model input: resize, centre crop, scale and shift.
+
+    The result is channels-last in memory (strides of (B, h, w, 3)): the layout the resize kernel
+    produces, which the patch-embedding convolution reads as fast as NCHW, while transposing to NCHW
+    would cost more than all the rest. Pixels already at the model's input size (resized at decode)
+    skip the resize and crop. `out` (from `empty_batch`) receives the result instead of a fresh tensor.
+    Each image's result depends only on that image, never on the rest of its batch.
+
+    Where `fast_resize` has a tuned route for the batch it computes the same faster: bitwise, except
+    that bilinear upsampling by a whole factor in height (CIFAR's 32 -> 224 px) is within half a grey
+    level of this definition. `tuned=False` keeps to the definition.
+    """
+    if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
+    out = _checked_out(out, (pixels.shape[0], 3, *cfg.output_size(*pixels.shape[-2:])))
+    if pixels.shape[0] == 0:
+        return out
+    if tuned and fast_resize.applies(pixels, cfg):
+        return fast_resize.preprocess_into(out, pixels, cfg, plain=_preprocess_into)
+    return _preprocess_into(out, pixels, cfg)
+
+
+def _preprocess_into(out: torch.Tensor, pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """The definition: out (float32 (B, 3, h, w), channels-last) = resize_batch(pixels) * scale + shift."""
+    pixels = resize_batch(pixels, cfg).contiguous(memory_format=torch.channels_last)  # uint8 (B, 3, h, w)
+    scale, shift = normalize_affine(cfg, out.shape[-1])  # (w*3,): per channel, one memory row's pattern
+    rows = _memory_rows(out)  # (B, h, w*3)
+    rows.copy_(_memory_rows(pixels))  # uint8 -> float32
+    torch.addcmul(shift, rows, scale, out=rows)  # in place (addcmul on uint8 would first allocate a float copy)
+    return out
+
+
+def _memory_rows(batch: torch.Tensor) -> torch.Tensor:
+    """A channels-last (B, 3, h, w) tensor viewed as its memory rows (B, h, w*3), channels interleaved."""
+    return batch.permute(0, 2, 3, 1).view(batch.shape[0], batch.shape[2], batch.shape[3] * 3)
+
+
 def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, h, w) at the model's size: PIL-compatible resize, centre crop."""
     pixels = _resize_pixels(pixels, cfg.resized_size(*pixels.shape[-2:]), cfg.resample)
@@ -203,72 +234,9 @@ def normalize_affine(cfg: PreprocessConfig, width: int = 1) -> tuple[torch.Tenso
     return torch.tensor(scale * width), torch.tensor(shift * width)
 
 
-def _rows(batch: torch.Tensor) -> torch.Tensor:
-    """A channels-last (B, 3, h, w) tensor viewed as its memory rows (B*h, w*3), channels interleaved."""
-    return batch.permute(0, 2, 3, 1).view(-1, batch.shape[-1] * 3)
-
-
-# Most float32 output bytes per chunk of `preprocess_batch`: a chunk's intermediates stay in cache
-# between the resize, the cast and the normalisation, instead of streaming the whole batch through
-# memory several times.
-CHUNK_BYTES = 5 << 20
-_chunk_threads: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, threads, pool)
-_scratch = threading.local()  # per-thread intermediates, see `_scratch_floats`
-
-
-def _chunk_pool() -> ThreadPoolExecutor | None:
-    """This process's threads for `preprocess_batch` steps, one per torch thread (None if just one).
-
-    torch's uint8 resize kernel uses one core, so steps run side by side instead. The pool is made
-    again in a forked child (a DataLoader worker), whose copy of the parent's pool has no threads.
-    """
-    global _chunk_threads
-    threads = torch.get_num_threads()
-    if threads < 2:
-        return None
-    if _chunk_threads is None or _chunk_threads[:2] != (os.getpid(), threads):
-        _chunk_threads = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="preprocess"))
-    return _chunk_threads[2]
-
-
 def empty_batch(shape: tuple[int, int, int, int]) -> torch.Tensor:
     """An uninitialised float32 (B, 3, h, w) batch in the layout `preprocess_batch` writes."""
     return torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
-
-
-def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 (B, 3, h, w) model input (resize, rescale, normalise).
-
-    The result is channels-last in memory (strides of (B, h, w, 3)): the layout the resize kernel
-    produces, which the patch-embedding convolution reads as fast as NCHW, while transposing to NCHW
-    would cost more than all the rest. Pixels already at the model's input size (resized at decode)
-    skip the resize and crop. `out` (from `empty_batch`) receives the result instead of a fresh tensor.
-
-    Bilinear upsampling by a whole factor in height (CIFAR's 32 -> 224 px: 7x) takes a faster route,
-    `_stretch_rows`, within half a grey level of PIL; every other resize is PIL's to a grey level or
-    two. Each image's result depends only on that image, never on the rest of its batch.
-    """
-    if pixels.dtype != torch.uint8 or pixels.dim() != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"preprocess_batch expects uint8 (B, 3, H, W), got {pixels.dtype} {tuple(pixels.shape)}")
-    height, width = cfg.output_size(*pixels.shape[-2:])
-    out = _checked_out(out, (pixels.shape[0], 3, height, width))
-    if pixels.shape[0] == 0:
-        return out
-    scale, shift = normalize_affine(cfg, width)  # (w*3,): one memory row's pattern
-    if row_stretch_factor(cfg, *pixels.shape[-2:]) is not None:
-        _stretch_into(out, pixels, cfg, scale, shift)
-        return out
-    step = max(1, CHUNK_BYTES // (4 * 3 * height * width))
-    chunks = [(pixels[i : i + step], out[i : i + step]) for i in range(0, pixels.shape[0], step)]
-    inference = torch.is_inference_mode_enabled()  # the caller's mode, for writes into `out` from the pool
-
-    def fill(chunk: tuple[torch.Tensor, torch.Tensor]) -> None:
-        with torch.inference_mode(inference):
-            _preprocess_chunk(*chunk, cfg, scale, shift)
-
-    pool = _chunk_pool() if len(chunks) > 1 else None
-    list(pool.map(fill, chunks)) if pool is not None else [fill(chunk) for chunk in chunks]
-    return out
 
 
 def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> torch.Tensor:
@@ -278,84 +246,6 @@ def _checked_out(out: torch.Tensor | None, shape: tuple[int, int, int, int]) -> 
         raise ValueError(f"preprocess_batch: out must be a float32 {shape} batch from empty_batch, "
                          f"got {out.dtype} {tuple(out.shape)}")
     return out
-
-
-def _preprocess_chunk(pixels: torch.Tensor, out: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
-                      shift: torch.Tensor) -> None:
-    """Resize a uint8 chunk to `out`'s size if needed, then out = pixels * scale + shift per channel."""
-    if pixels.shape[-2:] != out.shape[-2:]:
-        pixels = resize_batch(pixels, cfg)
-    _normalize_into(_rows(out), pixels, scale, shift)
-
-
-def _scratch_floats(shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor of `shape` in memory this thread reuses (contents garbage).
-
-    Fresh megabytes would be page-faulted in on every batch, which costs more than filling them.
-    Made outside inference mode, so that training can write into it after an evaluation did.
-    """
-    numel = math.prod(shape)
-    if getattr(_scratch, "floats", None) is None or _scratch.floats.numel() < numel:
-        with torch.inference_mode(False):
-            _scratch.floats = torch.empty(numel)
-    return _scratch.floats[:numel].view(shape)
-
-
-def _normalize_into(rows: torch.Tensor, pixels: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """rows (float32, (..., w*3): the batch's memory rows) = pixels * scale + shift, channels interleaved."""
-    rows.copy_(_rows(pixels.contiguous(memory_format=torch.channels_last)).view(rows.shape))  # uint8 -> float32
-    torch.addcmul(shift, rows, scale, out=rows)  # (addcmul on uint8 would first allocate a float copy)
-
-
-# ---- whole-factor upsampling of rows ---------------------------------------------------------
-
-
-def row_stretch_factor(cfg: PreprocessConfig, height: int, width: int) -> int | None:
-    """k when the bilinear resize of a (height, width) image stretches its rows to k * height, else None.
-
-    Then `preprocess_batch` resizes the width with PIL's exact uint8 pass and the height by
-    `_stretch_rows` on normalised floats, which writes each output value once. None also when
-    the image needs no resize at all.
-    """
-    target = cfg.resized_size(height, width)
-    if cfg.resample != "bilinear" or cfg.do_center_crop or target == (height, width):
-        return None
-    return target[0] // height if target[0] % height == 0 else None
-
-
-def _stretch_into(out: torch.Tensor, pixels: torch.Tensor, cfg: PreprocessConfig, scale: torch.Tensor,
-                  shift: torch.Tensor) -> None:
-    """out = the batch resized as `row_stretch_factor` allows, normalised: all on this thread.
-
-    torch spreads each float op over all cores itself, and the one uint8 resize here is small, so
-    the chunk pool would only add thread hand-offs (measured slower, docs/BENCHMARKS.md).
-    """
-    width = out.shape[-1]
-    pixels = _resize_pixels(pixels, (pixels.shape[-2], width), cfg.resample)  # PIL's horizontal pass alone, exact
-    padded_rows = _scratch_floats((pixels.shape[0], pixels.shape[2] + 2, width * 3))  # (B, 1 + H + 1, w*3)
-    _normalize_into(padded_rows[:, 1:-1], pixels, scale, shift)
-    padded_rows[:, 0], padded_rows[:, -1] = padded_rows[:, 1], padded_rows[:, -2]  # edge padding
-    _stretch_rows(padded_rows, _rows(out).view(out.shape[0], out.shape[2], -1))  # (B, h, w*3)
-
-
-def _stretch_rows(padded_rows: torch.Tensor, out: torch.Tensor) -> None:
-    """Bilinear upsampling of (b, 1 + h + 1, r) edge-padded rows to out (b, k * h, r), as PIL samples.
-
-    Output row k*i + j reads source position i + (j + 0.5) / k - 0.5: between rows i - 1 and i for
-    the first k // 2 phases j, between i and i + 1 for the rest (the padding clamps the edges). Each
-    group is one broadcast `lerp` over all i. Only PIL's rounding to uint8 differs (at most half a
-    grey level).
-    """
-    b, h, r = padded_rows.shape[0], padded_rows.shape[1] - 2, padded_rows.shape[2]
-    k = out.shape[1] // h
-    offsets = [(j + 0.5) / k - 0.5 for j in range(k)]  # in (-0.5, 0.5)
-    phases = out.view(b, h, k, r)  # out row k*i + j = phases[:, i, j]
-    below, above = k // 2, slice(k // 2, k)  # phases with negative offsets, the rest
-    if below:
-        fractions = torch.tensor([offset + 1 for offset in offsets[:below]])[:, None]  # (below, 1)
-        torch.lerp(padded_rows[:, :h, None], padded_rows[:, 1 : h + 1, None], fractions, out=phases[:, :, :below])
-    fractions = torch.tensor(offsets[above])[:, None]  # (k - below, 1)
-    torch.lerp(padded_rows[:, 1 : h + 1, None], padded_rows[:, 2:, None], fractions, out=phases[:, :, above])
 
 
 # ---- PIL images in (prediction, decode-time resize) ------------------------------------------
