@@ -17,6 +17,7 @@ from vit_finetune.modeling import (
     load_classifier,
     ours_to_hf,
 )
+from vit_finetune.modeling.convert import ADD_BATCH_DIM
 from vit_finetune.modeling.hub import read_config_json
 
 TINY = dict(
@@ -79,6 +80,27 @@ def test_siglip_model_keeps_vision_tower_and_drops_text_tower(tmp_path):
     back = ours_to_hf(ours, config, "SiglipVisionModel")
     vision = {k.removeprefix("vision_model."): v for k, v in file_state.items() if k.startswith("vision_model.")}
     assert_same_tensors(back, vision)
+
+
+def test_reshape_step_maps_siglip_position_table_both_ways(tmp_path):
+    folder = make_hf_siglip_checkpoint(tmp_path)
+    file_state = load_file(folder / "model.safetensors")
+    config = ClassifierConfig.from_hf_config(read_config_json(folder))
+    stored = file_state["vision_model.embeddings.position_embedding.weight"]  # (N, D)
+    ours = hf_to_ours(file_state, config)
+    assert ours["backbone.pos_embed"].shape == (1, *stored.shape)
+    assert torch.equal(ours["backbone.pos_embed"][0], stored)
+    back = ours_to_hf(ours, config, "SiglipForImageClassification")
+    assert torch.equal(back["vision_model.embeddings.position_embedding.weight"], stored)
+    assert ADD_BATCH_DIM.to_hf(ADD_BATCH_DIM.to_ours(stored)).shape == stored.shape
+
+
+def test_position_table_in_our_layout_is_refused_for_siglip(tmp_path):
+    folder = make_hf_siglip_checkpoint(tmp_path)
+    key = "vision_model.embeddings.position_embedding.weight"
+    edit_weights(folder, lambda s: s.update({key: s[key].unsqueeze(0)}))  # (1, N, D): not what SigLIP writes
+    with pytest.raises(CheckpointError, match=f"{key}: \\(1, 16, 32\\) != expected \\(16, 32\\)"):
+        load_classifier(folder)
 
 
 @pytest.fixture

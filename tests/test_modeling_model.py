@@ -32,8 +32,7 @@ def test_named_sizes_come_from_the_table():
     cifar = encoder_config_for_size("cifar-small")
     assert (cifar.image_size, cifar.patch_size, cifar.num_patches) == (32, 4, 64)
     siglip = encoder_config_for_size("base", arch="siglip")
-    assert (siglip.layer_norm_eps, siglip.hidden_act, siglip.class_token, siglip.position_layout) == (
-        1e-6, "gelu_pytorch_tanh", False, "embedding")
+    assert (siglip.layer_norm_eps, siglip.hidden_act, siglip.class_token) == (1e-6, "gelu_pytorch_tanh", False)
     with pytest.raises(ValueError, match="unknown model size"):
         encoder_config_for_size("gigantic")
 

@@ -2,7 +2,7 @@
 
 `EncoderConfig` describes the from-scratch ViT / SigLIP encoder; `ClassifierConfig` adds the pooling
 and the label set.  Family details that break exactness if hard-coded (LayerNorm eps, GELU flavour,
-CLS token, position-table layout) live in `ARCH_DEFAULTS`; model sizes live in `SIZES`.
+CLS token) live in `ARCH_DEFAULTS`; model sizes live in `SIZES`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import transformers
 
 Arch = Literal["vit", "siglip"]
 Pooling = Literal["cls", "mean", "map"]
-PositionLayout = Literal["parameter", "embedding"]
 
 # Per-family details, as the HF configs and checkpoints have them.
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -25,7 +24,6 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
         hidden_act="gelu",
         qkv_bias=True,
         class_token=True,
-        position_layout="parameter",  # nn.Parameter (1, N+1, D)
         default_pooling="cls",
     ),
     "siglip": dict(
@@ -33,7 +31,6 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
         hidden_act="gelu_pytorch_tanh",
         qkv_bias=True,
         class_token=False,
-        position_layout="embedding",  # nn.Embedding(N, D)
         default_pooling="mean",  # what SiglipForImageClassification does
     ),
 }
@@ -80,7 +77,6 @@ class EncoderConfig:
     initializer_range: float = 0.02
     patch_dropout: float = 0.0  # share of patch tokens dropped per image while training (timm's PatchDropout)
     class_token: bool = True
-    position_layout: PositionLayout = "parameter"
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -146,7 +142,7 @@ def _encoder_from_hf_vit(hf: transformers.ViTConfig) -> EncoderConfig:
         num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
         layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=hf.qkv_bias,
         hidden_dropout_prob=hf.hidden_dropout_prob, attention_probs_dropout_prob=hf.attention_probs_dropout_prob,
-        initializer_range=hf.initializer_range, class_token=True, position_layout="parameter",
+        initializer_range=hf.initializer_range, class_token=True,
     )
 
 
@@ -157,7 +153,7 @@ def _encoder_from_hf_siglip(hf: transformers.SiglipVisionConfig) -> EncoderConfi
         num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
         layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=True,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=hf.attention_dropout,
-        class_token=False, position_layout="embedding",
+        class_token=False,
     )
 
 

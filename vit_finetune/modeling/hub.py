@@ -195,11 +195,10 @@ def _resize_positions(
     old, new = stored.encoder, config.encoder
     if old.grid_size == new.grid_size:
         return state
-    key = "backbone.pos_embed" if new.position_layout == "parameter" else "backbone.position_embedding.weight"
-    table = state[key] if new.position_layout == "parameter" else state[key].unsqueeze(0)  # (1, T, D)
-    table = resize_pos_embed(table, (new.grid_size, new.grid_size), new.num_prefix_tokens)  # (1, T', D)
+    grid = (new.grid_size, new.grid_size)
+    table = resize_pos_embed(state["backbone.pos_embed"], grid, new.num_prefix_tokens)  # (1, T', D)
     logger.info("resized position embeddings from a %d- to a %d-patch grid side", old.grid_size, new.grid_size)
-    return state | {key: table if new.position_layout == "parameter" else table[0]}
+    return state | {"backbone.pos_embed": table}
 
 
 def _load_strict(
