@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EncoderConfig
+from .config import AttnImplementation, EncoderConfig
 
-AttnImplementation = Literal["sdpa", "eager"]
 ATTN_IMPLEMENTATIONS: tuple[AttnImplementation, ...] = typing.get_args(AttnImplementation)
 
 # `hidden_act` names as HF writes them in config.json -> activation module factory.
