@@ -52,6 +52,14 @@ def test_encoder_config_from_each_hf_model_type(tmp_path):
         assert config.layer_norm_eps == (1e-12 if model_type == "vit" else 1e-6)
 
 
+def test_id2label_has_int_keys_and_reads_json_strings_back():
+    with pytest.raises(ValueError, match="id2label keys must be the ints 0..1"):
+        ClassifierConfig(num_labels=2, id2label={"0": "a", "1": "b"})
+    config = ClassifierConfig(num_labels=2, id2label={0: "a", 1: "b"})
+    assert config.label2id == {"a": 0, "b": 1}
+    assert ClassifierConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
 def test_cls_pooling_needs_a_cls_token():
     with pytest.raises(ValueError, match="CLS token"):
         ClassifierConfig(encoder=encoder_config_for_size("tiny", arch="siglip"), pooling="cls")

@@ -148,7 +148,6 @@ def _requested_config(
     """The stored config with the caller's labels, pooling and resolution."""
     config = stored
     if id2label is not None:
-        id2label = {int(k): v for k, v in id2label.items()}
         if num_labels is not None and num_labels != len(id2label):
             raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} entries")
         config = config.with_labels(id2label)
