@@ -34,7 +34,7 @@ from vit_finetune.bench.profile import op_profile
 from vit_finetune.config import RunConfig, build_model_section, resolve_config_path, run_config_from_dict
 from vit_finetune.data.sources import ImageSplits, load_splits
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size
-from vit_finetune.training.model_setup import build_model, build_preprocess
+from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.run import build_training_arguments, make_trainer
 from vit_finetune.typed import ConfigError
 
@@ -138,7 +138,9 @@ def our_run_config(case: TrainCase, checkpoint: Path, data_dir: str, output_dir:
 def our_trainer(run: RunConfig, splits: ImageSplits) -> Trainer:
     """Our Trainer, built by the same functions `training.run.train` uses."""
     args = build_training_arguments(run)
-    return make_trainer(args, build_model(run.model, splits.id2label), build_preprocess(run.model), splits, run)
+    model = build_model(run.model, splits.id2label)
+    choose_attn_implementation(model, run.model, args)
+    return make_trainer(args, model, build_preprocess(run.model), splits, run)
 
 
 def reference_trainer(checkpoint: Path, image_files: list[str], labels: list[int], label_names: list[str],

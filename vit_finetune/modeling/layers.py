@@ -71,13 +71,16 @@ class PatchDropout(nn.Module):
         super().__init__()
         self.prob, self.num_prefix_tokens = prob, num_prefix_tokens
 
+    def num_kept(self, num_patches: int) -> int:
+        """Patch tokens kept per image while training (at least one)."""
+        return max(1, int(num_patches * (1.0 - self.prob)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.prob == 0.0:
             return x
         prefix, patches = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]  # (B, P, D), (B, N, D)
         B, N, D = patches.shape
-        keep = max(1, int(N * (1.0 - self.prob)))
-        kept = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :keep]  # (B, K) token indices
+        kept = torch.rand(B, N, device=x.device).argsort(dim=1)[:, : self.num_kept(N)]  # (B, K) token indices
         patches = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, D))  # (B, K, D)
         return torch.cat([prefix, patches], dim=1)  # (B, P+K, D)
 

@@ -55,6 +55,10 @@ class VisionEncoder(nn.Module):
             nn.init.trunc_normal_(self.cls_token, std=std)
         nn.init.trunc_normal_(self.pos_embed, std=std)
 
+    def num_training_tokens(self) -> int:
+        """Tokens per image that enter the encoder while training (prefix + patches kept by PatchDropout)."""
+        return self.config.num_prefix_tokens + self.patch_drop.num_kept(self.config.num_patches)
+
     def positions_for(self, height: int, width: int, interpolate_pos_encoding: bool) -> torch.Tensor:
         """Position table for an input of height x width pixels, interpolated if asked and needed."""
         P = self.config.patch_size

@@ -5,11 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import torch
+from transformers import TrainingArguments
+
 from vit_finetune.config import ModelSection
 from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier, load_classifier
 from vit_finetune.modeling import resolve_model_dir
-from vit_finetune.modeling.config import ARCH_DEFAULTS
+from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation
+from vit_finetune.modeling.layers import set_attn_implementation
+from vit_finetune.training.attention_probe import probe_attn_implementation
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,28 @@ def build_model(section: ModelSection, id2label: dict[int, str]) -> ImageClassif
     config = ClassifierConfig(encoder=section.random_init_encoder(), pooling=pooling,
                               num_labels=len(id2label), id2label=id2label)
     return build_classifier(config)
+
+
+def choose_attn_implementation(model: ImageClassifier, section: ModelSection,
+                               args: TrainingArguments) -> AttnImplementation:
+    """Set `model.attn_implementation` on every attention module; `auto` times both first (logged).
+
+    The probe runs at the run's per-device batch, tokens per image while training, device and
+    autocast dtype (see `training.attention_probe`).
+    """
+    choice = section.attn_implementation
+    if choice == "auto":
+        backbone = model.backbone
+        result = probe_attn_implementation(backbone.config, args.per_device_train_batch_size,
+                                           backbone.num_training_tokens(), args.device, _autocast_dtype(args))
+        logger.info("attention for training: %s", result.describe())
+        choice = result.choice
+    set_attn_implementation(model, choice)
+    return choice
+
+
+def _autocast_dtype(args: TrainingArguments) -> torch.dtype | None:
+    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
 
 
 def _section_preprocess(section: ModelSection, image_size: int) -> PreprocessConfig:

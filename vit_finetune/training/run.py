@@ -20,7 +20,7 @@ from vit_finetune.training import artifacts
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
-from vit_finetune.training.model_setup import build_model, build_preprocess
+from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.precision import precision_arguments, resolve_precision
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.trainer import ClassifierTrainer, TrainingOutOfMemoryError, first_line
@@ -72,6 +72,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
     model = build_model(run.model, splits.id2label)
+    choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
