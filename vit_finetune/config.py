@@ -59,7 +59,9 @@ class ModelSection:
 
     def _check_fine_tuning_fields(self) -> None:
         allowed = run_config_fields(with_checkpoint=True)
-        fixed = ["size"] * (self.size is not None) + [name for name in self.encoder if name not in allowed]
+        fixed = [name for name in self.encoder if name not in allowed]
+        if self.size is not None:
+            fixed.insert(0, "size")
         if fixed:
             raise ConfigError(f"model.{fixed[0]}: applies only to random init, but model.checkpoint is set "
                               f"({self.checkpoint}); the checkpoint's config.json defines it")
