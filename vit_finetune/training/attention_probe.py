@@ -6,8 +6,9 @@ faster with the plain ops, most other settings with SDPA. Both compute the same 
 
 The probe builds one encoder layer of the run's config on the run's device and times forward +
 backward passes at the run's token count and batch (cut where one pass would take longer than
-`PASS_SECONDS`), under the run's autocast dtype, alternating the two implementations. `eager` replaces
-the default only when it is at least `EAGER_MARGIN` faster, so near-ties keep `sdpa`. Each setting is
+`PASS_SECONDS`), under the run's autocast dtype, alternating the two implementations and keeping
+each one's fastest pass (other work on the machine only ever adds time). `eager` replaces the
+default only when it is at least `EAGER_MARGIN` faster, so near-ties keep `sdpa`. Each setting is
 measured once per process, and the global RNG state is left as it was.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -35,7 +35,7 @@ class ProbeResult:
     """The chosen implementation and what it was based on."""
 
     choice: AttnImplementation
-    seconds: dict[str, float]  # median seconds of one forward + backward pass of one layer
+    seconds: dict[str, float]  # fastest forward + backward pass of one layer, in seconds
     batch_size: int
     num_tokens: int
 
@@ -58,7 +58,7 @@ def probe_attn_implementation(
             for name in ATTN_IMPLEMENTATIONS[:: 1 if round_ % 2 == 0 else -1]:
                 set_attn_implementation(layer, name)
                 times[name].append(timed_pass(layer, tokens, autocast_dtype))
-    seconds = {name: statistics.median(t[1:]) for name, t in times.items()}
+    seconds = {name: min(t[1:]) for name, t in times.items()}
     choice = "eager" if seconds["eager"] < (1.0 - EAGER_MARGIN) * seconds["sdpa"] else "sdpa"
     return ProbeResult(choice, seconds, len(tokens), num_tokens)
 
@@ -66,12 +66,12 @@ def probe_attn_implementation(
 def probe_batch_size(layer: torch.nn.Module, tokens: torch.Tensor, autocast_dtype: torch.dtype | None) -> int:
     """How many of the (B, T, D) `tokens` to probe with: all B, or as many as fit in `PASS_SECONDS`.
 
-    Estimated from a pass of `SIZING_BATCH` samples after a warm-up pass, so that a large model on a
-    CPU probes with a few images instead of a whole batch.
+    Estimated from the faster of two passes of `SIZING_BATCH` samples after a warm-up pass, so that
+    a large model on a CPU probes with a few images instead of a whole batch.
     """
     sample = tokens[:SIZING_BATCH]  # (b, T, D)
     timed_pass(layer, sample, autocast_dtype)  # warm-up: allocations, kernel selection
-    seconds_per_sample = timed_pass(layer, sample, autocast_dtype) / len(sample)
+    seconds_per_sample = min(timed_pass(layer, sample, autocast_dtype) for _ in range(2)) / len(sample)
     return max(1, min(len(tokens), int(PASS_SECONDS / seconds_per_sample)))
 
 
