@@ -58,6 +58,21 @@ def test_eager_replaces_sdpa_only_when_clearly_faster(monkeypatch, eager, expect
     assert probe.probe_attn_implementation(tiny_encoder(), 8, 17, CPU, None).choice == expected
 
 
+def test_eager_must_win_every_round(monkeypatch):
+    fake_pass_seconds(monkeypatch, sdpa=1e-3, eager=0.5e-3)
+    real = probe.timed_pass
+    passes = []
+
+    def one_eager_pass_disturbed(layer, x, autocast_dtype):
+        passes.append(layer.attn.attn_implementation)
+        disturbed = layer.attn.attn_implementation == "eager" and passes.count("eager") == 4
+        return real(layer, x, autocast_dtype) * (3 if disturbed else 1)
+
+    monkeypatch.setattr(probe, "timed_pass", one_eager_pass_disturbed)
+    result = probe.probe_attn_implementation(tiny_encoder(), 8, 17, CPU, None)
+    assert (result.choice, result.eager_rounds) == ("sdpa", probe.PROBE_ROUNDS - 1)
+
+
 def test_probe_batch_is_cut_to_the_time_budget(monkeypatch):
     fake_pass_seconds(monkeypatch, sdpa=0.01, eager=0.01)  # 1.28 s for a whole batch of 128
     result = probe.probe_attn_implementation(tiny_encoder(), 128, 17, CPU, None)
@@ -71,7 +86,8 @@ def test_auto_applies_the_probe_choice_to_every_attention_module(monkeypatch, ca
     model = build_model(section, LABELS)
     with caplog.at_level(logging.INFO, logger="vit_finetune"):
         assert choose_attn_implementation(model, section, Args()) == "eager"
-    assert "attention for training: eager (one layer, batch 4 x 9 tokens: sdpa" in caplog.text  # 1 + 16 // 2 tokens
+    assert "attention for training: eager (one layer, batch 4 x 9 tokens" in caplog.text  # 1 + 16 // 2 tokens
+    assert "eager ahead in 4 of 4 rounds" in caplog.text
     assert all(m.attn_implementation == "eager" for m in attention_modules(model))
 
 

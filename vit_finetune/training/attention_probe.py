@@ -6,10 +6,10 @@ faster with the plain ops, most other settings with SDPA. Both compute the same 
 
 The probe builds one encoder layer of the run's config on the run's device and times forward +
 backward passes at the run's token count and batch (cut where one pass would take longer than
-`PASS_SECONDS`), under the run's autocast dtype, alternating the two implementations and keeping
-each one's fastest pass (other work on the machine only ever adds time). `eager` replaces the
-default only when it is at least `EAGER_MARGIN` faster, so near-ties keep `sdpa`. Each setting is
-measured once per process, and the global RNG state is left as it was.
+`PASS_SECONDS`), under the run's autocast dtype: each round times one pass of each implementation,
+back to back. `eager` replaces the default only when it is at least `EAGER_MARGIN` faster in every
+round, so near-ties and measurements disturbed by other work on the machine keep `sdpa`. Each
+setting is measured once per process, and the global RNG state is left as it was.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 from vit_finetune.modeling.config import AttnImplementation, EncoderConfig
 from vit_finetune.modeling.layers import ATTN_IMPLEMENTATIONS, EncoderLayer, set_attn_implementation
 
-PROBE_PASSES = 4  # timed passes per implementation, after one untimed warm-up pass each
+PROBE_ROUNDS = 4  # timed rounds (one pass of each implementation), after one warm-up round
 PASS_SECONDS = 0.2  # the probe batch is cut so that one pass takes about this long at most
 SIZING_BATCH = 4  # samples of the pass that estimates the time of a whole batch
-EAGER_MARGIN = 0.05  # eager must be this much faster than sdpa (the default) to be chosen
+EAGER_MARGIN = 0.05  # eager must be this much faster than sdpa (the default) in every round to be chosen
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,14 @@ class ProbeResult:
 
     choice: AttnImplementation
     seconds: dict[str, float]  # fastest forward + backward pass of one layer, in seconds
+    eager_rounds: int  # rounds in which eager was at least EAGER_MARGIN faster
     batch_size: int
     num_tokens: int
 
     def describe(self) -> str:
         timings = ", ".join(f"{name} {1e3 * s:.2f} ms" for name, s in self.seconds.items())
-        return f"{self.choice} (one layer, batch {self.batch_size} x {self.num_tokens} tokens: {timings})"
+        return (f"{self.choice} (one layer, batch {self.batch_size} x {self.num_tokens} tokens, fastest pass: "
+                f"{timings}; eager ahead in {self.eager_rounds} of {PROBE_ROUNDS} rounds)")
 
 
 @functools.cache
@@ -54,13 +56,15 @@ def probe_attn_implementation(
         tokens = torch.randn(batch_size, num_tokens, config.hidden_size, device=device)  # (B, T, D)
         tokens = tokens[: probe_batch_size(layer, tokens, autocast_dtype)]  # (B', T, D)
         times: dict[str, list[float]] = {name: [] for name in ATTN_IMPLEMENTATIONS}
-        for round_ in range(1 + PROBE_PASSES):
+        for round_ in range(1 + PROBE_ROUNDS):
             for name in ATTN_IMPLEMENTATIONS[:: 1 if round_ % 2 == 0 else -1]:
                 set_attn_implementation(layer, name)
                 times[name].append(timed_pass(layer, tokens, autocast_dtype))
+    rounds = list(zip(times["sdpa"][1:], times["eager"][1:]))  # the first round warms up
+    eager_rounds = sum(eager < (1.0 - EAGER_MARGIN) * sdpa for sdpa, eager in rounds)
+    choice = "eager" if eager_rounds == PROBE_ROUNDS else "sdpa"
     seconds = {name: min(t[1:]) for name, t in times.items()}
-    choice = "eager" if seconds["eager"] < (1.0 - EAGER_MARGIN) * seconds["sdpa"] else "sdpa"
-    return ProbeResult(choice, seconds, len(tokens), num_tokens)
+    return ProbeResult(choice, seconds, eager_rounds, len(tokens), num_tokens)
 
 
 def probe_batch_size(layer: torch.nn.Module, tokens: torch.Tensor, autocast_dtype: torch.dtype | None) -> int:
