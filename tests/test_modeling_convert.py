@@ -1,5 +1,6 @@
 """Table-driven conversion: round trips, strict loading, label-count changes, the hub-id path."""
 
+import json
 import logging
 
 import pytest
@@ -142,6 +143,19 @@ def test_project_format_is_loaded_strictly(tmp_path):
     folder = hub.save_classifier(model, tmp_path)
     edit_weights(folder, lambda s: s.pop("backbone.norm.bias"))
     with pytest.raises(CheckpointError, match="backbone.norm.bias"):
+        load_classifier(folder)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda raw: raw["encoder"].update(position_layout="parameter"), "position_layout"),
+    (lambda raw: raw.update(id2label={"0": "a"}), "id2label"),
+])
+def test_project_format_config_errors_name_the_file(tmp_path, edit, fragment):
+    folder = hub.save_classifier(build_classifier(tiny_config("vit", "mean")), tmp_path)
+    raw = read_config_json(folder)
+    edit(raw)
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=f"config.json: not a model config this project reads: .*{fragment}"):
         load_classifier(folder)
 
 
