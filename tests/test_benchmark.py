@@ -18,7 +18,7 @@ from vit_finetune.bench.report import goals, render_markdown
 from vit_finetune.bench.training import TrainCase
 from vit_finetune.commands import benchmark as benchmark_command
 from vit_finetune.modeling import ClassifierConfig, build_classifier, encoder_config_for_size
-from vit_finetune.modeling.layers import set_sdpa
+from vit_finetune.modeling.layers import set_attn_implementation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MICRO = (("hidden_size", 32), ("num_hidden_layers", 1), ("num_attention_heads", 2), ("intermediate_size", 64))
@@ -48,7 +48,7 @@ def test_training_flops_match_a_hand_count():
 def test_forward_flops_match_torch_flop_counter():
     config = encoder_config_for_size("tiny", image_size=32, patch_size=8, num_hidden_layers=2)
     model = build_classifier(ClassifierConfig(encoder=config, num_labels=10)).eval()
-    set_sdpa(model, False)  # explicit q kᵀ and AV matmuls: the flop counter has no rule for CPU flash attention
+    set_attn_implementation(model, "eager")  # plain q kᵀ and AV matmuls: the flop counter has no rule for CPU SDPA
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.randn(3, 3, 32, 32))
     assert counter.get_total_flops() == 3 * forward_flops_per_image(config, 10)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vit_finetune.config import CONFIGS_DIR, apply_override, load_run_config
+from vit_finetune.config import CONFIGS_DIR, apply_override, build_model_section, load_run_config, run_config_from_dict
+from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size, run_config_fields
 from vit_finetune.typed import ConfigError
 
 
@@ -65,6 +66,11 @@ def test_warmup_ratio_maps_to_fractional_warmup_steps(tmp_path):
         ({"model": {"hiden_size": 8}}, [], "hiden_size"),
         ({"model": {"pooling": "max"}}, [], "model.pooling: must be one of"),
         ({"model": {"checkpoint": "x", "hidden_size": 8}}, [], "model.hidden_size: applies only to random init"),
+        ({"model": {"checkpoint": "x", "size": "base"}}, [], "model.size: applies only to random init"),
+        ({"model": {"hidden_size": 100, "num_attention_heads": 3}}, [], "model: hidden_size 100 not divisible by 3"),
+        ({"model": {"size": "gigantic"}}, [], "model: unknown model size 'gigantic'"),
+        ({"model": {"encoder": {"hidden_size": 8}}}, [], "model: unknown key(s) ['encoder']"),
+        ({"model": {"attn_implementation": "flash"}}, [], "model.attn_implementation: must be one of"),
         ({"data": {"validation_fraction": 1.5}}, [], "validation_fraction"),
         ({"optimizer": {}}, [], "unknown section"),
         ({"training": {"max_steps": 0}}, [], "training.max_steps"),
@@ -89,3 +95,31 @@ def test_missing_config_file_is_a_config_error(tmp_path):
 def test_override_refuses_to_descend_into_a_scalar():
     with pytest.raises(ConfigError, match="not a section"):
         apply_override({"training": 3}, "training.seed=1")
+
+
+def test_model_keys_are_the_encoder_fields_marked_for_run_configs():
+    assert run_config_fields(with_checkpoint=True) == ("image_size",)
+    assert {"patch_size", "hidden_size", "num_hidden_layers", "patch_dropout"} <= set(run_config_fields())
+    defaults = EncoderConfig()
+    for name in run_config_fields():
+        section = build_model_section({"size": "base", name: getattr(defaults, name)})
+        assert section.encoder == {name: getattr(defaults, name)}
+        assert getattr(section.random_init_encoder(), name) == getattr(defaults, name)
+    with pytest.raises(ConfigError, match="model: unknown key.*'layer_norm_eps'.*known keys: .*'hidden_size'"):
+        build_model_section({"layer_norm_eps": 1e-6})  # a family detail, not a run-config key
+
+
+def test_resolved_config_reads_back_as_the_same_run(tmp_path):
+    run = load_run_config("cifar10-tiny", ["model.num_hidden_layers=6", "model.attn_implementation=eager"])
+    assert run.to_dict()["model"]["num_hidden_layers"] == 6  # flat, as the YAML writes it
+    again = run_config_from_dict(run.to_dict())
+    assert again.model == run.model and again.model.attn_implementation == "eager"
+
+
+def test_cifar10_tiny_trains_its_named_size_as_is():
+    model = load_run_config("cifar10-tiny").model
+    assert model.size == "cifar-tiny" and model.encoder == {"patch_dropout": 0.5}
+    assert model.random_init_encoder() == encoder_config_for_size("cifar-tiny", patch_dropout=0.5)
+    tiny = encoder_config_for_size("cifar-tiny")
+    sizes = (tiny.hidden_size, tiny.num_hidden_layers, tiny.num_attention_heads, tiny.intermediate_size)
+    assert sizes == (128, 4, 4, 256) and (tiny.image_size, tiny.patch_size) == (32, 4)

@@ -46,7 +46,7 @@ def decode_counter(monkeypatch):
 def test_imagefolder(folder, tmp_path):
     splits = load_splits(config(folder, tmp_path))
     assert splits.label_names == ["blue", "green", "red"]  # sorted folder names
-    assert splits.id2label == {"0": "blue", "1": "green", "2": "red"} and splits.label2id["red"] == 2
+    assert splits.id2label == {0: "blue", 1: "green", 2: "red"} and splits.label2id["red"] == 2
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (27, 9, 18)
     example = splits.train[0]
     assert example["pixels"].dtype == torch.uint8 and example["pixels"].shape == (3, 32, 32)

@@ -1,5 +1,6 @@
 """Table-driven conversion: round trips, strict loading, label-count changes, the hub-id path."""
 
+import json
 import logging
 
 import pytest
@@ -17,6 +18,7 @@ from vit_finetune.modeling import (
     load_classifier,
     ours_to_hf,
 )
+from vit_finetune.modeling.convert import ADD_BATCH_DIM
 from vit_finetune.modeling.hub import read_config_json
 
 TINY = dict(
@@ -81,6 +83,27 @@ def test_siglip_model_keeps_vision_tower_and_drops_text_tower(tmp_path):
     assert_same_tensors(back, vision)
 
 
+def test_reshape_step_maps_siglip_position_table_both_ways(tmp_path):
+    folder = make_hf_siglip_checkpoint(tmp_path)
+    file_state = load_file(folder / "model.safetensors")
+    config = ClassifierConfig.from_hf_config(read_config_json(folder))
+    stored = file_state["vision_model.embeddings.position_embedding.weight"]  # (N, D)
+    ours = hf_to_ours(file_state, config)
+    assert ours["backbone.pos_embed"].shape == (1, *stored.shape)
+    assert torch.equal(ours["backbone.pos_embed"][0], stored)
+    back = ours_to_hf(ours, config, "SiglipForImageClassification")
+    assert torch.equal(back["vision_model.embeddings.position_embedding.weight"], stored)
+    assert ADD_BATCH_DIM.to_hf(ADD_BATCH_DIM.to_ours(stored)).shape == stored.shape
+
+
+def test_position_table_in_our_layout_is_refused_for_siglip(tmp_path):
+    folder = make_hf_siglip_checkpoint(tmp_path)
+    key = "vision_model.embeddings.position_embedding.weight"
+    edit_weights(folder, lambda s: s.update({key: s[key].unsqueeze(0)}))  # (1, N, D): not what SigLIP writes
+    with pytest.raises(CheckpointError, match=f"{key}: \\(1, 16, 32\\) != expected \\(16, 32\\)"):
+        load_classifier(folder)
+
+
 @pytest.fixture
 def vit_folder(tmp_path):
     return make_hf_vit_checkpoint(tmp_path / "vit")
@@ -120,6 +143,19 @@ def test_project_format_is_loaded_strictly(tmp_path):
     folder = hub.save_classifier(model, tmp_path)
     edit_weights(folder, lambda s: s.pop("backbone.norm.bias"))
     with pytest.raises(CheckpointError, match="backbone.norm.bias"):
+        load_classifier(folder)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda raw: raw["encoder"].update(position_layout="parameter"), "position_layout"),
+    (lambda raw: raw.update(id2label={"0": "a"}), "id2label"),
+])
+def test_project_format_config_errors_name_the_file(tmp_path, edit, fragment):
+    folder = hub.save_classifier(build_classifier(tiny_config("vit", "mean")), tmp_path)
+    raw = read_config_json(folder)
+    edit(raw)
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=f"config.json: not a model config this project reads: .*{fragment}"):
         load_classifier(folder)
 
 

@@ -1,4 +1,4 @@
-"""The from-scratch modules themselves: configs, gradients, dropout, SDPA vs explicit math, positions."""
+"""The from-scratch modules themselves: configs, gradients, dropout, the two attention implementations, positions."""
 
 import json
 
@@ -8,7 +8,7 @@ import torch
 from helpers_hf import make_hf_siglip_checkpoint, make_hf_vit_checkpoint
 from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, build_classifier, encoder_config_for_size
-from vit_finetune.modeling.layers import attend, explicit_is_faster, set_sdpa
+from vit_finetune.modeling.layers import Attention, AttentionPoolingHead, attend, set_attn_implementation
 from vit_finetune.modeling.positions import resize_pos_embed
 
 TINY = dict(
@@ -32,8 +32,7 @@ def test_named_sizes_come_from_the_table():
     cifar = encoder_config_for_size("cifar-small")
     assert (cifar.image_size, cifar.patch_size, cifar.num_patches) == (32, 4, 64)
     siglip = encoder_config_for_size("base", arch="siglip")
-    assert (siglip.layer_norm_eps, siglip.hidden_act, siglip.class_token, siglip.position_layout) == (
-        1e-6, "gelu_pytorch_tanh", False, "embedding")
+    assert (siglip.layer_norm_eps, siglip.hidden_act, siglip.class_token) == (1e-6, "gelu_pytorch_tanh", False)
     with pytest.raises(ValueError, match="unknown model size"):
         encoder_config_for_size("gigantic")
 
@@ -51,6 +50,14 @@ def test_encoder_config_from_each_hf_model_type(tmp_path):
         assert (config.hidden_size, config.num_hidden_layers, config.image_size, config.patch_size) == (32, 2, 32, 8)
         assert config.arch == ("vit" if model_type == "vit" else "siglip")
         assert config.layer_norm_eps == (1e-12 if model_type == "vit" else 1e-6)
+
+
+def test_id2label_has_int_keys_and_reads_json_strings_back():
+    with pytest.raises(ValueError, match="id2label keys must be the ints 0..1"):
+        ClassifierConfig(num_labels=2, id2label={"0": "a", "1": "b"})
+    config = ClassifierConfig(num_labels=2, id2label={0: "a", 1: "b"})
+    assert config.label2id == {"a": 0, "b": 1}
+    assert ClassifierConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 def test_cls_pooling_needs_a_cls_token():
@@ -76,37 +83,47 @@ def test_dropout_is_off_in_eval_and_on_in_train():
     assert not torch.equal(model(x).logits, model(x).logits)
 
 
-@pytest.mark.parametrize("arch, pooling", [("vit", "cls"), ("siglip", "map")])
-def test_sdpa_equals_explicit_math(arch, pooling):
-    model = tiny_classifier(arch, pooling).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        fused = model(x).logits
-        set_sdpa(model, False)
-        explicit = model(x).logits
-    assert (fused - explicit).abs().max() < 1e-5
+def outputs_and_gradients(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    model.zero_grad()
+    out = model(x, labels=labels)
+    out.loss.backward()
+    return [out.logits.detach()] + [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("arch, pooling", [("vit", "cls"), ("vit", "mean"), ("siglip", "map")])
+def test_sdpa_and_eager_give_the_same_outputs_and_gradients(arch, pooling):
+    model = tiny_classifier(arch, pooling).train()
+    x, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    results = {}
+    for name in ("sdpa", "eager"):
+        set_attn_implementation(model, name)
+        results[name] = outputs_and_gradients(model, x, labels)
+    for fused, eager in zip(results["sdpa"], results["eager"], strict=True):
+        assert (fused - eager).abs().max() < 1e-5
+
+
+def test_set_attn_implementation_reaches_every_attention_module():
+    model = tiny_classifier("siglip", "map")
+    attention = [m for m in model.modules() if isinstance(m, (Attention, AttentionPoolingHead))]
+    assert len(attention) == 3 and all(m.attn_implementation == "sdpa" for m in attention)  # the default
+    set_attn_implementation(model, "eager")
+    assert all(m.attn_implementation == "eager" for m in attention)
+    with pytest.raises(ValueError, match="unknown attn_implementation 'flash'"):
+        set_attn_implementation(model, "flash")
 
 
 @pytest.mark.parametrize("shape", [(4, 2, 17, 64), (2, 2, 130, 16), (2, 2, 197, 32)])
-def test_attention_routes_agree_in_output_and_gradient(shape):
+def test_attention_implementations_agree_in_output_and_gradient(shape):
     torch.manual_seed(0)
     q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
     grad_out = torch.randn(shape)
     results = []
-    for use_sdpa in (True, False):
-        out = attend(q, k, v, 0.0, use_sdpa)
+    for implementation in ("sdpa", "eager"):
+        out = attend(q, k, v, 0.0, implementation)
         grads = torch.autograd.grad(out, (q, k, v), grad_out)
         results.append((out, *grads))
-    for fused, explicit in zip(*results):
-        assert (fused - explicit).abs().max() < 1e-5
-
-
-def test_explicit_attention_only_for_short_narrow_training_on_cpu():
-    short_narrow = torch.randn(8, 4, 65, 32)
-    assert not explicit_is_faster(short_narrow)  # inference: no grad
-    assert explicit_is_faster(short_narrow.requires_grad_())
-    assert not explicit_is_faster(torch.randn(8, 4, 65, 64, requires_grad=True))
-    assert not explicit_is_faster(torch.randn(8, 4, 197, 32, requires_grad=True))
+    for fused, eager in zip(*results):
+        assert (fused - eager).abs().max() < 1e-5
 
 
 def test_loss_is_cross_entropy():

@@ -59,6 +59,7 @@ def test_train_script_end_to_end(data_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["id2label"] == {str(i): c for i, c in enumerate(sorted(CLASSES))}
     assert accuracy_of(out, data_dir) == pytest.approx(saved["test_accuracy"], abs=1e-6)
     assert "test accuracy" in result.stderr.splitlines()[-1]
+    assert "attention for training: " in result.stderr  # model.attn_implementation: auto, the default
 
 
 def test_finetune_from_local_hf_checkpoint_keeps_encoder_and_makes_new_head(data_dir, tmp_path):

@@ -17,49 +17,80 @@ from typing import Any, Literal
 import yaml
 
 from vit_finetune.data.config import DataConfig
+from vit_finetune.modeling.config import (Arch, AttnImplementation, EncoderConfig, Pooling, check_values,
+                                          encoder_config_for_size, run_config_fields)
 from vit_finetune.precision import PRECISIONS
 from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fields
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-RANDOM_INIT_FIELDS = ("size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
 
 
 @dataclass
 class ModelSection:
-    """Which model to fine-tune, or the sizes of one to train from scratch."""
+    """Which model to fine-tune, or the sizes of one to train from scratch.
+
+    Besides the keys below, `model.<field>` sets an `EncoderConfig` field marked for run configs
+    (`image_size`; for a random init also `hidden_size`, `num_hidden_layers`, ... : see
+    `modeling.config.run_config_fields`); those are collected in `encoder`.
+    """
 
     checkpoint: str | None = None  # HF hub id or local folder; None = random init
-    arch: Literal["vit", "siglip"] = "vit"
-    size: str | None = None  # a named size from modeling.config, e.g. "base" or "cifar-tiny"
-    image_size: int | None = None
-    patch_size: int | None = None
-    hidden_size: int | None = None
-    num_hidden_layers: int | None = None
-    num_attention_heads: int | None = None
-    intermediate_size: int | None = None
-    pooling: Literal["cls", "mean", "map"] | None = None
-    hidden_dropout_prob: float | None = None
-    attention_probs_dropout_prob: float | None = None
-    patch_dropout: float | None = None  # share of patch tokens dropped while training (speed, regularisation)
+    arch: Arch = "vit"
+    size: str | None = None  # random init: a named size from modeling.config.SIZES (default "base")
+    pooling: Pooling | None = None
+    # Attention kernel for training: sdpa, eager, or auto = the faster of the two, measured at start-up.
+    attn_implementation: Literal["auto", AttnImplementation] = "auto"
     # Preprocessing for a model without a preprocessor_config.json (random init).
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    encoder: dict[str, Any] = field(default_factory=dict)  # EncoderConfig fields set as `model.<field>`
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "intermediate_size"):
-            _check_positive(getattr(self, name), f"model.{name}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ConfigError(f"model.{name}: must be in [0, 1), got {value}")
-        scratch_only = [name for name in RANDOM_INIT_FIELDS if getattr(self, name) is not None]
-        if self.checkpoint is not None and scratch_only:
-            raise ConfigError(f"model.{scratch_only[0]}: applies only to random init, but model.checkpoint is set "
-                              f"({self.checkpoint}); the checkpoint's config.json defines it")
+        try:
+            check_values(self.encoder)
+        except ValueError as err:
+            raise ConfigError(f"model.{err}") from None
+        if self.checkpoint is not None:
+            self._check_fine_tuning_fields()
+        else:
+            self._check_random_init()
         if any(s <= 0 for s in self.image_std):
             raise ConfigError(f"model.image_std: must be positive, got {self.image_std}")
+
+    def _check_fine_tuning_fields(self) -> None:
+        allowed = run_config_fields(with_checkpoint=True)
+        fixed = [name for name in self.encoder if name not in allowed]
+        if self.size is not None:
+            fixed.insert(0, "size")
+        if fixed:
+            raise ConfigError(f"model.{fixed[0]}: applies only to random init, but model.checkpoint is set "
+                              f"({self.checkpoint}); the checkpoint's config.json defines it")
+
+    def _check_random_init(self) -> None:
+        try:
+            self.random_init_encoder()
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from None
+
+    def random_init_encoder(self) -> EncoderConfig:
+        """The encoder to train from scratch: `model.size` (default `base`) with the set fields on top."""
+        return encoder_config_for_size(self.size or "base", arch=self.arch, **self.encoder)
+
+
+def build_model_section(mapping: Any) -> ModelSection:
+    """The `model:` keys: ModelSection's own, plus the EncoderConfig fields collected into `encoder`."""
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"model: expected a mapping of keys, got {type(mapping).__name__}")
+    encoder_keys = run_config_fields()
+    known = ({f.name for f in dataclasses.fields(ModelSection)} - {"encoder"}) | set(encoder_keys)
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ConfigError(f"model: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    encoder = {k: v for k, v in mapping.items() if k in encoder_keys and v is not None}
+    own = {k: v for k, v in mapping.items() if k not in encoder_keys}
+    return build_dataclass(ModelSection, own | {"encoder": coerce_fields(EncoderConfig, encoder, "model")}, "model")
 
 
 @dataclass
@@ -88,7 +119,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (written next to the trained model)."""
         return {
-            "model": dataclasses.asdict(self.model),
+            "model": _model_to_dict(self.model),
             "data": dataclasses.asdict(self.data),
             "training": _training_to_dict(self.training),
         }
@@ -142,7 +173,7 @@ def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:
     unknown = sorted(set(tree) - {"model", "data", "training"})
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}; expected model, data, training")
-    model = build_dataclass(ModelSection, tree.get("model"), "model")
+    model = build_model_section(tree.get("model"))
     data = build_dataclass(DataConfig, tree.get("data"), "data")
     training = build_training_section(tree.get("training") or {})
     return RunConfig(model=model, data=data, training=training, source=source)
@@ -221,3 +252,10 @@ def _check_positive(value: float | int | None, where: str) -> None:
 def _training_to_dict(training: TrainingSection) -> dict[str, Any]:
     return {**training.arguments, "resume_from_checkpoint": training.resume_from_checkpoint,
             "overwrite_output_dir": training.overwrite_output_dir, "precision": training.precision}
+
+
+def _model_to_dict(model: ModelSection) -> dict[str, Any]:
+    """The model section as its YAML keys (the `encoder` fields flat, as they are written)."""
+    fields = dataclasses.asdict(model)
+    encoder = fields.pop("encoder")
+    return fields | encoder

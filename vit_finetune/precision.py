@@ -90,3 +90,8 @@ def accelerate_mixed_precision(precision: str) -> str:
 def trainer_precision_flags(precision: str) -> dict[str, bool]:
     """The `TrainingArguments` flags of a resolved precision."""
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def precision_of_trainer_flags(bf16: bool, fp16: bool) -> str:
+    """The resolved precision that `TrainingArguments(bf16=..., fp16=...)` trains in."""
+    return "bf16" if bf16 else "fp16" if fp16 else "fp32"

@@ -23,6 +23,7 @@ import torch
 
 from vit_finetune.bench.machine import PeakMemory, synchronize
 from vit_finetune.config import ModelSection
+from vit_finetune.modeling.config import ClassifierConfig
 from vit_finetune.modeling.hub import read_config_json
 from vit_finetune.training.model_setup import build_model
 from vit_finetune.precision import autocast_dtype, compute_device, resolve_precision
@@ -33,8 +34,9 @@ MIB = 2**20
 def training_step_point(checkpoint: str, image_size: int, batch_size: int, steps: int, warmup: int = 1) -> dict:
     """Images/s (median step) and peak memory of forward + backward + AdamW on random pixels, in this process."""
     device = compute_device()
-    id2label = read_config_json(Path(checkpoint)).get("id2label") or {"0": "a", "1": "b"}
-    model = build_model(ModelSection(checkpoint=checkpoint, image_size=image_size), id2label).to(device).train()
+    id2label = ClassifierConfig.from_hf_config(read_config_json(Path(checkpoint))).id2label
+    section = ModelSection(checkpoint=checkpoint, encoder={"image_size": image_size})
+    model = build_model(section, id2label).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     pixels = torch.randn(batch_size, 3, image_size, image_size, device=device)
     labels = torch.randint(0, len(id2label), (batch_size,), device=device)

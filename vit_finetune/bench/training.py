@@ -31,13 +31,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig,
 
 from vit_finetune.bench.machine import synchronize
 from vit_finetune.bench.profile import op_profile
-from vit_finetune.config import ModelSection, RunConfig, resolve_config_path, run_config_from_dict
+from vit_finetune.config import RunConfig, build_model_section, resolve_config_path, run_config_from_dict
 from vit_finetune.data.sources import ImageSplits, load_splits
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size
 from vit_finetune.precision import compute_device
-from vit_finetune.training.model_setup import build_model, build_preprocess, random_init_encoder
+from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.run import build_training_arguments, make_trainer
-from vit_finetune.typed import ConfigError, build_dataclass
+from vit_finetune.typed import ConfigError
 
 LEARNING_RATE = 5e-5
 SEED = 42
@@ -88,7 +88,7 @@ def case_encoder(case: TrainCase) -> EncoderConfig:
     for key in ("checkpoint", "pooling", "image_mean", "image_std", "patch_dropout"):  # the reference's computation
         model.pop(key, None)
     model.setdefault("size", "cifar-tiny")
-    return random_init_encoder(build_dataclass(ModelSection, model | overrides, "model"))
+    return build_model_section(model | overrides).random_init_encoder()
 
 
 def write_reference_checkpoint(encoder: EncoderConfig, label_names: list[str], directory: Path) -> Path:
@@ -139,7 +139,9 @@ def our_run_config(case: TrainCase, checkpoint: Path, data_dir: str, output_dir:
 def our_trainer(run: RunConfig, splits: ImageSplits) -> Trainer:
     """Our Trainer, built by the same functions `training.run.train` uses."""
     args = build_training_arguments(run)
-    return make_trainer(args, build_model(run.model, splits.id2label), build_preprocess(run.model), splits, run)
+    model = build_model(run.model, splits.id2label)
+    choose_attn_implementation(model, run.model, args)
+    return make_trainer(args, model, build_preprocess(run.model), splits, run)
 
 
 def reference_trainer(checkpoint: Path, image_files: list[str], labels: list[int], label_names: list[str],
@@ -272,7 +274,8 @@ def as_shipped_result(case: TrainCase, shipped: RunConfig, times: dict[str, list
     speed = case.batch_size / statistics.median(times["ours_as_shipped"])
     reference = case.batch_size / statistics.median(times["reference"])
     return {"as_shipped_images_per_s": speed, "as_shipped_ratio": speed / reference,
-            "as_shipped_step_times_s": times["ours_as_shipped"], "as_shipped_model": asdict(shipped.model)}
+            "as_shipped_step_times_s": times["ours_as_shipped"],
+            "as_shipped_model": asdict(shipped.model.random_init_encoder()) | {"pooling": shipped.model.pooling}}
 
 
 def training_result(case: TrainCase, encoder: EncoderConfig, run: RunConfig, times: dict[str, list[float]],

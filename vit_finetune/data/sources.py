@@ -97,8 +97,8 @@ class ImageSplits:
     skipped: list[str] = field(default_factory=list)  # "<file>: <reason>" of images dropped in skip mode
 
     @property
-    def id2label(self) -> dict[str, str]:
-        return {str(index): name for index, name in enumerate(self.label_names)}
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
 
     @property
     def label2id(self) -> dict[str, int]:

@@ -2,13 +2,15 @@
 
 `EncoderConfig` describes the from-scratch ViT / SigLIP encoder; `ClassifierConfig` adds the pooling
 and the label set.  Family details that break exactness if hard-coded (LayerNorm eps, GELU flavour,
-CLS token, position-table layout) live in `ARCH_DEFAULTS`; model sizes live in `SIZES`.
+CLS token) live in `ARCH_DEFAULTS`; model sizes live in `SIZES`.  The `EncoderConfig` fields that a
+run config may set (`model.hidden_size`, ...) carry a `run_config` marker in their field metadata.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +18,7 @@ import transformers
 
 Arch = Literal["vit", "siglip"]
 Pooling = Literal["cls", "mean", "map"]
-PositionLayout = Literal["parameter", "embedding"]
+AttnImplementation = Literal["sdpa", "eager"]  # HF's names: fused scaled_dot_product_attention, or plain ops
 
 # Per-family details, as the HF configs and checkpoints have them.
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -25,7 +27,6 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
         hidden_act="gelu",
         qkv_bias=True,
         class_token=True,
-        position_layout="parameter",  # nn.Parameter (1, N+1, D)
         default_pooling="cls",
     ),
     "siglip": dict(
@@ -33,7 +34,6 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
         hidden_act="gelu_pytorch_tanh",
         qkv_bias=True,
         class_token=False,
-        position_layout="embedding",  # nn.Embedding(N, D)
         default_pooling="mean",  # what SiglipForImageClassification does
     ),
 }
@@ -46,8 +46,8 @@ SIZES: dict[str, dict[str, int]] = {
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120),
     "so400m": dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304),
-    "cifar-tiny": dict(
-        hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=384,
+    "cifar-tiny": dict(  # the model of configs/cifar10-tiny.yaml
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256,
         image_size=32, patch_size=4,
     ),
     "cifar-small": dict(  # ViT-Lite-7/4 (Hassani et al., "Escaping the Big Data Paradigm")
@@ -60,35 +60,41 @@ SIZE_LETTERS = {"Ti": "tiny", "S": "small", "B": "base", "L": "large", "H": "hug
 HF_VISION_MODEL_TYPES = {"vit": "vit", "siglip": "siglip", "siglip_vision_model": "siglip"}
 
 
+# Field metadata marking the EncoderConfig fields that a run config may set as `model.<field>`.
+RUN_CONFIG_ANY = {"run_config": "any"}  # also when fine-tuning a checkpoint (positions are interpolated)
+RUN_CONFIG_RANDOM_INIT = {"run_config": "random_init"}  # only for a random init: a checkpoint defines them
+
+PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Hyper-parameters of the from-scratch ViT / SigLIP vision encoder (HF field names)."""
 
     arch: Arch = "vit"
-    image_size: int = 224
-    patch_size: int = 16
+    image_size: int = field(default=224, metadata=RUN_CONFIG_ANY)
+    patch_size: int = field(default=16, metadata=RUN_CONFIG_RANDOM_INIT)
     num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    hidden_size: int = field(default=768, metadata=RUN_CONFIG_RANDOM_INIT)
+    num_hidden_layers: int = field(default=12, metadata=RUN_CONFIG_RANDOM_INIT)
+    num_attention_heads: int = field(default=12, metadata=RUN_CONFIG_RANDOM_INIT)
+    intermediate_size: int = field(default=3072, metadata=RUN_CONFIG_RANDOM_INIT)
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     qkv_bias: bool = True
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
+    hidden_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
+    attention_probs_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
     initializer_range: float = 0.02
-    patch_dropout: float = 0.0  # share of patch tokens dropped per image while training (timm's PatchDropout)
+    # share of patch tokens dropped per image while training (timm's PatchDropout)
+    patch_dropout: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
     class_token: bool = True
-    position_layout: PositionLayout = "parameter"
 
     def __post_init__(self) -> None:
+        check_values(dataclasses.asdict(self))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} not divisible by patch_size {self.patch_size}")
-        if not 0.0 <= self.patch_dropout < 1.0:
-            raise ValueError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
 
     @property
     def grid_size(self) -> int:
@@ -146,7 +152,7 @@ def _encoder_from_hf_vit(hf: transformers.ViTConfig) -> EncoderConfig:
         num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
         layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=hf.qkv_bias,
         hidden_dropout_prob=hf.hidden_dropout_prob, attention_probs_dropout_prob=hf.attention_probs_dropout_prob,
-        initializer_range=hf.initializer_range, class_token=True, position_layout="parameter",
+        initializer_range=hf.initializer_range, class_token=True,
     )
 
 
@@ -157,8 +163,24 @@ def _encoder_from_hf_siglip(hf: transformers.SiglipVisionConfig) -> EncoderConfi
         num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
         layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=True,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=hf.attention_dropout,
-        class_token=False, position_layout="embedding",
+        class_token=False,
     )
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first EncoderConfig field out of range: counts and sizes (the int
+    fields) must be positive, dropout shares in [0, 1)."""
+    for name, value in values.items():
+        if name in PROBABILITIES and not 0.0 <= value < 1.0:
+            raise ValueError(f"{name}: must be in [0, 1), got {value}")
+        if type(value) is int and value <= 0:
+            raise ValueError(f"{name}: must be positive, got {value}")
+
+
+def run_config_fields(with_checkpoint: bool = False) -> tuple[str, ...]:
+    """The EncoderConfig fields a run config may set as `model.<field>`, for a random init or a checkpoint."""
+    allowed = ("any",) if with_checkpoint else ("any", "random_init")
+    return tuple(f.name for f in dataclasses.fields(EncoderConfig) if f.metadata.get("run_config") in allowed)
 
 
 def encoder_config_for_size(name: str, arch: Arch = "vit", **overrides: Any) -> EncoderConfig:
@@ -179,49 +201,56 @@ def _parse_size_name(name: str) -> tuple[str, dict[str, int]]:
     return SIZE_LETTERS[match.group(1)], {"patch_size": int(match.group(2))}
 
 
-@dataclass  # not frozen: the HF Trainer sets `model.config.use_cache`
+@dataclass
 class ClassifierConfig:
-    """Encoder + pooling (`cls`, `mean` over patch tokens, `map` attention pooling) + linear head."""
+    """Encoder + pooling (`cls`, `mean` over patch tokens, `map` attention pooling) + linear head.
+
+    Not frozen, like HF configs: the HF Trainer sets `model.config.use_cache`. `id2label` has int
+    keys in memory; JSON stores them as strings, and `labels_from_json` is the one place that reads
+    them back. `label2id` is derived from `id2label`.
+    """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pooling: Pooling = "cls"
     num_labels: int = 2
-    id2label: dict[int, str] = field(default_factory=dict)
-    label2id: dict[str, int] = field(default_factory=dict)
+    id2label: dict[int, str] = field(default_factory=dict)  # empty: LABEL_0, LABEL_1, ...
+    label2id: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        id2label = {int(k): v for k, v in self.id2label.items()} or default_labels(self.num_labels)
-        if len(id2label) != self.num_labels:
-            raise ValueError(f"num_labels={self.num_labels} but id2label has {len(id2label)} entries")
+        self.id2label = dict(self.id2label) or default_labels(self.num_labels)
+        if sorted(self.id2label) != list(range(self.num_labels)):
+            raise ValueError(f"id2label keys must be the ints 0..{self.num_labels - 1}, got {list(self.id2label)}")
         if self.pooling == "cls" and not self.encoder.class_token:
             raise ValueError(f"pooling 'cls' needs a CLS token; {self.encoder.arch} has none (use 'mean' or 'map')")
-        object.__setattr__(self, "id2label", id2label)
-        object.__setattr__(self, "label2id", {v: k for k, v in id2label.items()})
+        self.label2id = {name: index for index, name in self.id2label.items()}
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> ClassifierConfig:
         """Build from an HF `config.json` dict; pooling is the family default (ViT `cls`, SigLIP `mean`)."""
         encoder = EncoderConfig.from_hf_config(hf_config)
-        id2label = {int(k): v for k, v in hf_config.get("id2label", {}).items()} or default_labels(2)
+        id2label = labels_from_json(hf_config.get("id2label", {})) or default_labels(2)
         pooling = ARCH_DEFAULTS[encoder.arch]["default_pooling"]
         return cls(encoder=encoder, pooling=pooling, num_labels=len(id2label), id2label=id2label)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (id2label keys as strings, like HF config.json)."""
-        fields = dataclasses.asdict(self)
-        fields["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        return fields
+        """The fields as plain data, for JSON (which writes the `id2label` keys as strings)."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> ClassifierConfig:
-        """Inverse of `to_dict`."""
-        fields = dict(fields)
+        """Inverse of `to_dict`, also after a JSON round trip."""
+        fields = {k: v for k, v in fields.items() if k != "label2id"}
         encoder = EncoderConfig(**fields.pop("encoder"))
-        return cls(encoder=encoder, **fields)
+        return cls(encoder=encoder, **fields | {"id2label": labels_from_json(fields.get("id2label", {}))})
 
     def with_labels(self, id2label: dict[int, str]) -> ClassifierConfig:
         """A copy with another label set."""
-        return dataclasses.replace(self, num_labels=len(id2label), id2label=id2label, label2id={})
+        return dataclasses.replace(self, num_labels=len(id2label), id2label=id2label)
+
+
+def labels_from_json(id2label: Mapping[str | int, str]) -> dict[int, str]:
+    """`id2label` as read from JSON (string keys) -> int keys: the one place that converts them."""
+    return {int(index): name for index, name in id2label.items()}
 
 
 def default_labels(num_labels: int) -> dict[int, str]:

@@ -3,7 +3,9 @@
 The tables map the key names that are *in the files* (hub checkpoints and transformers 5.x
 `save_pretrained` both write the classic names, e.g. `vit.encoder.layer.0.attention.attention.query.weight`)
 to ours. `{i}` is a layer index, `{p}` is `weight` and `bias`. A tuple of HF names is concatenated
-along dim 0 into one of our tensors (HF's separate q, k, v -> our fused `qkv`) and split back.
+along dim 0 into one of our tensors (HF's separate q, k, v -> our fused `qkv`) and split back. A third
+element names a `Reshape` between the file's layout and ours (SigLIP's (N, D) position table -> our
+(1, N, D) `pos_embed`); it is applied after concatenating and undone before splitting.
 
 Our keys fall in three groups: `backbone.*` (always required), `pool.*` (SigLIP MAP head) and
 `classifier.*`; an optional group is converted all-or-nothing. Every other tensor in a file must
@@ -15,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +29,22 @@ logger = logging.getLogger(__name__)
 
 HFNames = str | tuple[str, ...]
 
-# (hf name under the vision prefix, our name under `backbone.`)
-VIT_ENCODER_TABLE: list[tuple[HFNames, str]] = [
+
+@dataclass(frozen=True)
+class Reshape:
+    """A layout change between the tensor in the file and ours: `to_hf` undoes `to_ours`."""
+
+    to_ours: Callable[[torch.Tensor], torch.Tensor]
+    to_hf: Callable[[torch.Tensor], torch.Tensor]
+
+
+SAME_LAYOUT = Reshape(to_ours=lambda t: t, to_hf=lambda t: t)
+ADD_BATCH_DIM = Reshape(to_ours=lambda t: t.unsqueeze(0), to_hf=lambda t: t.squeeze(0))  # (N, D) <-> (1, N, D)
+
+Row = tuple[HFNames, str] | tuple[HFNames, str, Reshape]
+
+# (hf name under the vision prefix, our name under `backbone.`[, reshape])
+VIT_ENCODER_TABLE: list[Row] = [
     ("embeddings.cls_token", "cls_token"),
     ("embeddings.position_embeddings", "pos_embed"),
     ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
@@ -48,9 +64,9 @@ VIT_ENCODER_TABLE: list[tuple[HFNames, str]] = [
     ("layernorm.{p}", "norm.{p}"),
 ]
 
-SIGLIP_ENCODER_TABLE: list[tuple[HFNames, str]] = [
+SIGLIP_ENCODER_TABLE: list[Row] = [
     ("embeddings.patch_embedding.{p}", "patch_embed.proj.{p}"),
-    ("embeddings.position_embedding.weight", "position_embedding.weight"),
+    ("embeddings.position_embedding.weight", "pos_embed", ADD_BATCH_DIM),  # nn.Embedding (N, D)
     ("encoder.layers.{i}.layer_norm1.{p}", "encoder.layers.{i}.norm1.{p}"),
     (
         (
@@ -68,7 +84,7 @@ SIGLIP_ENCODER_TABLE: list[tuple[HFNames, str]] = [
 ]
 
 # SigLIP attention-pooling ("MAP") head, under the vision prefix -> our `pool.*`.
-SIGLIP_MAP_HEAD_TABLE: list[tuple[HFNames, str]] = [
+SIGLIP_MAP_HEAD_TABLE: list[Row] = [
     ("head.probe", "probe"),
     ("head.attention.in_proj_{p}", "in_proj.{p}"),
     ("head.attention.out_proj.{p}", "out_proj.{p}"),
@@ -77,7 +93,7 @@ SIGLIP_MAP_HEAD_TABLE: list[tuple[HFNames, str]] = [
     ("head.mlp.fc2.{p}", "mlp.fc2.{p}"),
 ]
 
-CLASSIFIER_TABLE: list[tuple[HFNames, str]] = [("classifier.{p}", "classifier.{p}")]
+CLASSIFIER_TABLE: list[Row] = [("classifier.{p}", "classifier.{p}")]
 
 ENCODER_TABLES = {"vit": VIT_ENCODER_TABLE, "siglip": SIGLIP_ENCODER_TABLE}
 MAP_HEAD_TABLES = {"vit": [], "siglip": SIGLIP_MAP_HEAD_TABLE}
@@ -106,10 +122,11 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One conversion step: HF tensor name(s) <-> one of our tensor names."""
+    """One conversion step: HF tensor name(s) <-> one of our tensor names, with a layout change."""
 
     hf: tuple[str, ...]
     ours: str
+    reshape: Reshape = SAME_LAYOUT
 
     @property
     def group(self) -> str:
@@ -131,20 +148,20 @@ def conversion_pairs(config: ClassifierConfig, hf_prefix: str) -> list[Pair]:
     ]
     expected = expected_shapes(config)
     pairs = [
-        Pair(tuple(hf_pre + h for h in hf), our_pre + ours)
+        Pair(tuple(hf_pre + h for h in pair.hf), our_pre + pair.ours, pair.reshape)
         for table, hf_pre, our_pre in tables
-        for hf, ours in _expand(table, config.encoder.num_hidden_layers)
+        for pair in _expand(table, config.encoder.num_hidden_layers)
     ]
     return [pair for pair in pairs if pair.ours in expected]
 
 
-def _expand(table: list[tuple[HFNames, str]], num_layers: int) -> Iterator[tuple[tuple[str, ...], str]]:
+def _expand(table: list[Row], num_layers: int) -> Iterator[Pair]:
     """Fill in `{i}` (layer index) and `{p}` (weight/bias) in a table."""
-    for hf, ours in table:
+    for hf, ours, *reshape in table:
         hf = (hf,) if isinstance(hf, str) else hf
         for i in range(num_layers) if "{i}" in ours else [None]:
             for p in ("weight", "bias") if "{p}" in ours else [None]:
-                yield tuple(h.format(i=i, p=p) for h in hf), ours.format(i=i, p=p)
+                yield Pair(tuple(h.format(i=i, p=p) for h in hf), ours.format(i=i, p=p), *reshape)
 
 
 def expected_shapes(config: ClassifierConfig) -> dict[str, torch.Size]:
@@ -180,7 +197,7 @@ def hf_to_ours(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig)
     _check_shapes(pairs, state_dict, expected_shapes(config))
     if dropped:
         logger.info("dropped %d unused checkpoint tensors: %s", len(dropped), _preview(dropped))
-    return {pair.ours: _merge([state_dict[name] for name in pair.hf]) for pair in pairs}
+    return {pair.ours: pair.reshape.to_ours(_merge([state_dict[name] for name in pair.hf])) for pair in pairs}
 
 
 def ours_to_hf(
@@ -203,7 +220,7 @@ def ours_to_hf(
     return {
         name: part
         for pair in pairs
-        for name, part in zip(pair.hf, _split(state_dict[pair.ours], len(pair.hf)), strict=True)
+        for name, part in zip(pair.hf, _split(pair.reshape.to_hf(state_dict[pair.ours]), len(pair.hf)), strict=True)
     }
 
 
@@ -218,15 +235,15 @@ def _select(pairs: list[Pair], keys: Mapping[str, torch.Tensor], side: str) -> l
 
 
 def _check_shapes(pairs: list[Pair], state_dict: Mapping[str, torch.Tensor], expected: dict[str, torch.Size]) -> None:
-    """Each HF part must have our shape with dim 0 divided by the number of parts."""
+    """Each HF part must have the shape that `ours_to_hf` gives it from our expected shape."""
     wrong = []
     for pair in pairs:
-        shape = expected[pair.ours]
-        part_shape = (shape[0] // len(pair.hf), *shape[1:])
+        our_layout = torch.empty(expected[pair.ours], device="meta")
+        part_shapes = [tuple(part.shape) for part in _split(pair.reshape.to_hf(our_layout), len(pair.hf))]
         wrong += [
-            f"{name}: {tuple(state_dict[name].shape)} != expected {part_shape}"
-            for name in pair.hf
-            if tuple(state_dict[name].shape) != part_shape
+            f"{name}: {tuple(state_dict[name].shape)} != expected {shape}"
+            for name, shape in zip(pair.hf, part_shapes, strict=True)
+            if tuple(state_dict[name].shape) != shape
         ]
     if wrong:
         raise CheckpointError(f"mis-shaped tensors in checkpoint: {_preview(wrong)}")

@@ -114,7 +114,7 @@ def load_classifier(
     """
     model_dir = resolve_model_dir(name_or_dir)
     weights_file = find_weights_file(model_dir)
-    stored, state = _read_checkpoint(read_config_json(model_dir), weights_file)
+    stored, state = _read_checkpoint(model_dir, weights_file)
     config = _requested_config(stored, num_labels, id2label, pooling, image_size)
     state, new_groups = _adapt_state(state, stored, config)
     model = build_uninitialised_classifier(config)
@@ -123,19 +123,27 @@ def load_classifier(
     return model.eval()
 
 
-def _read_checkpoint(
-    raw_config: dict[str, Any], weights_file: Path
-) -> tuple[ClassifierConfig, dict[str, torch.Tensor]]:
+def _read_checkpoint(model_dir: Path, weights_file: Path) -> tuple[ClassifierConfig, dict[str, torch.Tensor]]:
     """The stored config and its weights in our key layout."""
+    raw_config = read_config_json(model_dir)
+    stored = _stored_config(raw_config, model_dir / "config.json")
     state = read_state_dict(weights_file)
     if raw_config.get("format") == PROJECT_FORMAT:
-        fields = {k: v for k, v in raw_config.items() if k != "format"}
-        return ClassifierConfig.from_dict(fields), state
-    config = ClassifierConfig.from_hf_config(raw_config)
+        return stored, state
     try:
-        return config, hf_to_ours(state, config)
+        return stored, hf_to_ours(state, stored)
     except CheckpointError as err:
         raise CheckpointError(f"{weights_file}: {err}") from None
+
+
+def _stored_config(raw_config: dict[str, Any], path: Path) -> ClassifierConfig:
+    """`config.json` as a ClassifierConfig (project format or HF); errors name the file."""
+    try:
+        if raw_config.get("format") == PROJECT_FORMAT:
+            return ClassifierConfig.from_dict({k: v for k, v in raw_config.items() if k != "format"})
+        return ClassifierConfig.from_hf_config(raw_config)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a model config this project reads: {err}") from None
 
 
 def _requested_config(
@@ -148,7 +156,6 @@ def _requested_config(
     """The stored config with the caller's labels, pooling and resolution."""
     config = stored
     if id2label is not None:
-        id2label = {int(k): v for k, v in id2label.items()}
         if num_labels is not None and num_labels != len(id2label):
             raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} entries")
         config = config.with_labels(id2label)
@@ -195,11 +202,10 @@ def _resize_positions(
     old, new = stored.encoder, config.encoder
     if old.grid_size == new.grid_size:
         return state
-    key = "backbone.pos_embed" if new.position_layout == "parameter" else "backbone.position_embedding.weight"
-    table = state[key] if new.position_layout == "parameter" else state[key].unsqueeze(0)  # (1, T, D)
-    table = resize_pos_embed(table, (new.grid_size, new.grid_size), new.num_prefix_tokens)  # (1, T', D)
+    grid = (new.grid_size, new.grid_size)
+    table = resize_pos_embed(state["backbone.pos_embed"], grid, new.num_prefix_tokens)  # (1, T', D)
     logger.info("resized position embeddings from a %d- to a %d-patch grid side", old.grid_size, new.grid_size)
-    return state | {key: table if new.position_layout == "parameter" else table[0]}
+    return state | {"backbone.pos_embed": table}
 
 
 def _load_strict(

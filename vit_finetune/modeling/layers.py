@@ -1,18 +1,26 @@
 """Building blocks of the from-scratch ViT / SigLIP encoder, one class per concept.
 
 Shapes: B batch, N tokens, D hidden size, H heads, Dh = D / H head size, P patch size.
+
+Attention is computed one way per module, named as HF's `attn_implementation`: `"sdpa"` (torch's fused
+`scaled_dot_product_attention`, the default) or `"eager"` (the three ops spelled out). Both compute
+the same function; which kernel is faster depends on the machine and the shapes, so the choice
+belongs to the caller (`set_attn_implementation`; training can measure both at start-up).
 """
 
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EncoderConfig
+from .config import AttnImplementation, EncoderConfig
+
+ATTN_IMPLEMENTATIONS: tuple[AttnImplementation, ...] = typing.get_args(AttnImplementation)
 
 # `hidden_act` names as HF writes them in config.json -> activation module factory.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -63,13 +71,16 @@ class PatchDropout(nn.Module):
         super().__init__()
         self.prob, self.num_prefix_tokens = prob, num_prefix_tokens
 
+    def num_kept(self, num_patches: int) -> int:
+        """Patch tokens kept per image while training (at least one)."""
+        return max(1, int(num_patches * (1.0 - self.prob)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.prob == 0.0:
             return x
         prefix, patches = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]  # (B, P, D), (B, N, D)
         B, N, D = patches.shape
-        keep = max(1, int(N * (1.0 - self.prob)))
-        kept = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :keep]  # (B, K) token indices
+        kept = torch.rand(B, N, device=x.device).argsort(dim=1)[:, : self.num_kept(N)]  # (B, K) token indices
         patches = patches.gather(1, kept.unsqueeze(-1).expand(-1, -1, D))  # (B, K, D)
         return torch.cat([prefix, patches], dim=1)  # (B, P+K, D)
 
@@ -86,27 +97,15 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B, N, H * Dh)  # (B, N, D)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, use_sdpa: bool) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(Dh)) v on (B, H, N, Dh) tensors, fused (SDPA) or spelled out.
-
-    With `use_sdpa`, SDPA runs except where the spelled-out path is measured faster: see
-    `explicit_is_faster`. Both compute the same function (tests compare them).
-    """
-    if use_sdpa and not explicit_is_faster(q):
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, implementation: AttnImplementation = "sdpa"
+) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(Dh)) v on (B, H, N, Dh) tensors, fused (`sdpa`) or spelled out (`eager`)."""
+    if implementation == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (B, H, Nq, Dh)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Nq, Nk)
     weights = F.dropout(scores.softmax(dim=-1), p=dropout_p)  # (B, H, Nq, Nk)
     return weights @ v  # (B, H, Nq, Dh)
-
-
-def explicit_is_faster(q: torch.Tensor) -> bool:
-    """True when training on short sequences of narrow heads on CPU (the 32-px tiny config: N <= 65, Dh = 32).
-
-    There the backward of torch's CPU flash kernel loses to three plain ops: a whole training step
-    of the tiny config ran ~10-15 % faster without it (2-core AVX2 CPU, torch 2.13). Inference
-    (no grad), Dh = 64 and 197+ tokens run faster with SDPA (up to 3x at ViT-B/16), so they keep it.
-    """
-    return q.requires_grad and q.device.type == "cpu" and q.shape[-2] <= 128 and q.shape[-1] <= 32
 
 
 class Attention(nn.Module):
@@ -117,7 +116,7 @@ class Attention(nn.Module):
         D = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.attn_dropout = config.attention_probs_dropout_prob
-        self.use_sdpa = True  # False: the explicit-math path (for reading and testing)
+        self.attn_implementation: AttnImplementation = "sdpa"
         self.qkv = nn.Linear(D, 3 * D, bias=config.qkv_bias)
         self.proj = nn.Linear(D, D)
         self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
@@ -127,7 +126,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)  # (B, N, 3, H, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, Dh)
         dropout_p = self.attn_dropout if self.training else 0.0
-        x = attend(q, k, v, dropout_p, self.use_sdpa)  # (B, H, N, Dh)
+        x = attend(q, k, v, dropout_p, self.attn_implementation)  # (B, H, N, Dh)
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, D)
 
 
@@ -185,7 +184,7 @@ class AttentionPoolingHead(nn.Module):
         super().__init__()
         D = config.hidden_size
         self.num_heads = config.num_attention_heads
-        self.use_sdpa = True
+        self.attn_implementation: AttnImplementation = "sdpa"
         self.probe = nn.Parameter(torch.zeros(1, 1, D))
         self.in_proj = nn.Linear(D, 3 * D)
         self.out_proj = nn.Linear(D, D)
@@ -199,13 +198,15 @@ class AttentionPoolingHead(nn.Module):
         q = F.linear(self.probe.expand(x.shape[0], -1, -1), w_q, b_q)  # (B, 1, D)
         k, v = F.linear(x, w_kv, b_kv).chunk(2, dim=-1)  # 2 x (B, N, D)
         q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))  # (B, H, 1 or N, Dh)
-        x = self.out_proj(merge_heads(attend(q, k, v, 0.0, self.use_sdpa)))  # (B, 1, D)
+        x = self.out_proj(merge_heads(attend(q, k, v, 0.0, self.attn_implementation)))  # (B, 1, D)
         x = x + self.mlp(self.norm(x))
         return x[:, 0]  # (B, D)
 
 
-def set_sdpa(model: nn.Module, enabled: bool) -> None:
-    """Switch every attention module of `model` between SDPA and the explicit-math path."""
+def set_attn_implementation(model: nn.Module, name: AttnImplementation) -> None:
+    """Compute every attention module of `model` with `name`: `"sdpa"` (fused) or `"eager"` (spelled out)."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"unknown attn_implementation {name!r}; expected one of {list(ATTN_IMPLEMENTATIONS)}")
     for module in model.modules():
         if isinstance(module, (Attention, AttentionPoolingHead)):
-            module.use_sdpa = enabled
+            module.attn_implementation = name

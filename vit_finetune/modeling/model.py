@@ -21,7 +21,7 @@ from .positions import resize_pos_embed
 
 @torch.no_grad()
 def init_weights(module: nn.Module, std: float) -> None:
-    """timm / HF-style init of one module's own Linear, Conv2d, LayerNorm or Embedding weights."""
+    """timm / HF-style init of one module's own Linear, Conv2d or LayerNorm weights."""
     if isinstance(module, (nn.Linear, nn.Conv2d)):
         nn.init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
@@ -29,8 +29,6 @@ def init_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=std)
 
 
 class VisionEncoder(nn.Module):
@@ -42,10 +40,7 @@ class VisionEncoder(nn.Module):
         self.config = config
         self.patch_embed = PatchEmbedding(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if config.class_token else None
-        if config.position_layout == "parameter":
-            self.pos_embed = nn.Parameter(torch.zeros(1, T, D))  # ViT: (1, N+1, D)
-        else:
-            self.position_embedding = nn.Embedding(T, D)  # SigLIP: N position ids
+        self.pos_embed = nn.Parameter(torch.zeros(1, T, D))  # (1, T, D): one learned position per token
         self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
         self.patch_drop = PatchDropout(config.patch_dropout, config.num_prefix_tokens)
         self.encoder = Encoder(config)
@@ -58,28 +53,24 @@ class VisionEncoder(nn.Module):
         self.apply(lambda m: init_weights(m, std))
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=std)
-        if self.config.position_layout == "parameter":
-            nn.init.trunc_normal_(self.pos_embed, std=std)
+        nn.init.trunc_normal_(self.pos_embed, std=std)
 
-    def position_table(self) -> torch.Tensor:
-        """The learned positions as a (1, T, D) tensor, whichever way they are stored."""
-        if self.config.position_layout == "parameter":
-            return self.pos_embed
-        return self.position_embedding.weight.unsqueeze(0)  # (1, N, D)
+    def num_training_tokens(self) -> int:
+        """Tokens per image that enter the encoder while training (prefix + patches kept by PatchDropout)."""
+        return self.config.num_prefix_tokens + self.patch_drop.num_kept(self.config.num_patches)
 
     def positions_for(self, height: int, width: int, interpolate_pos_encoding: bool) -> torch.Tensor:
         """Position table for an input of height x width pixels, interpolated if asked and needed."""
         P = self.config.patch_size
         grid = (height // P, width // P)
-        table = self.position_table()  # (1, T, D)
         if grid == (self.config.grid_size, self.config.grid_size):
-            return table
+            return self.pos_embed  # (1, T, D)
         if not interpolate_pos_encoding:
             raise ValueError(
                 f"input is {height}x{width} px but the model is {self.config.image_size} px;"
                 " pass interpolate_pos_encoding=True or load with image_size="
             )
-        return resize_pos_embed(table, grid, self.config.num_prefix_tokens)  # (1, T', D)
+        return resize_pos_embed(self.pos_embed, grid, self.config.num_prefix_tokens)  # (1, T', D)
 
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """Pixels (B, C, H, W) -> input tokens (B, T, D) with positions added."""

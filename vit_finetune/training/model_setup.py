@@ -5,46 +5,61 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from transformers import TrainingArguments
+
 from vit_finetune.config import ModelSection
 from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
-from vit_finetune.modeling import (ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier,
-                                   encoder_config_for_size, load_classifier, resolve_model_dir)
-from vit_finetune.modeling.config import ARCH_DEFAULTS
+from vit_finetune.modeling import ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier, load_classifier
+from vit_finetune.modeling import resolve_model_dir
+from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation
+from vit_finetune.modeling.layers import set_attn_implementation
+from vit_finetune.precision import autocast_dtype, precision_of_trainer_flags
+from vit_finetune.training.attention_probe import probe_attn_implementation
 
 logger = logging.getLogger(__name__)
-
-SIZE_FIELDS = ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-               "intermediate_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
 
 
 def build_preprocess(section: ModelSection) -> PreprocessConfig:
     """Preprocessing settings: the checkpoint's image processor, else the config's (random init)."""
+    image_size = section.encoder.get("image_size")
     if section.checkpoint is None:
-        return _section_preprocess(section, random_init_encoder(section).image_size)
+        return _section_preprocess(section, section.random_init_encoder().image_size)
     model_dir = resolve_model_dir(section.checkpoint)
     if not (model_dir / PROCESSOR_FILE).is_file():
         logger.warning("%s has no %s: using model.image_mean/image_std", section.checkpoint, PROCESSOR_FILE)
-        return _section_preprocess(section, section.image_size or EncoderConfig().image_size)
+        return _section_preprocess(section, image_size or EncoderConfig().image_size)
     preprocess = PreprocessConfig.from_pretrained(model_dir)
-    return preprocess if section.image_size is None else _at_resolution(preprocess, section.image_size)
+    return preprocess if image_size is None else _at_resolution(preprocess, image_size)
 
 
-def build_model(section: ModelSection, id2label: dict) -> ImageClassifier:
+def build_model(section: ModelSection, id2label: dict[int, str]) -> ImageClassifier:
     """The classifier for `id2label`: pretrained encoder (new head if the labels differ) or random init."""
-    id2label = {int(k): v for k, v in id2label.items()}
     if section.checkpoint is not None:
         return load_classifier(section.checkpoint, id2label=id2label, pooling=section.pooling,
-                               image_size=section.image_size)
+                               image_size=section.encoder.get("image_size"))
     pooling = section.pooling or ARCH_DEFAULTS[section.arch]["default_pooling"]
-    config = ClassifierConfig(encoder=random_init_encoder(section), pooling=pooling,
+    config = ClassifierConfig(encoder=section.random_init_encoder(), pooling=pooling,
                               num_labels=len(id2label), id2label=id2label)
     return build_classifier(config)
 
 
-def random_init_encoder(section: ModelSection) -> EncoderConfig:
-    """Encoder config from `model.size` (default `base`) with the explicit size fields on top."""
-    overrides = {name: getattr(section, name) for name in SIZE_FIELDS if getattr(section, name) is not None}
-    return encoder_config_for_size(section.size or "base", arch=section.arch, **overrides)
+def choose_attn_implementation(model: ImageClassifier, section: ModelSection,
+                               args: TrainingArguments) -> AttnImplementation:
+    """Set `model.attn_implementation` on every attention module; `auto` times both first (logged).
+
+    The probe runs at the run's per-device batch, tokens per image while training, device and
+    autocast dtype (see `training.attention_probe`).
+    """
+    choice = section.attn_implementation
+    if choice == "auto":
+        backbone = model.backbone
+        result = probe_attn_implementation(backbone.config, args.per_device_train_batch_size,
+                                           backbone.num_training_tokens(), args.device,
+                                           autocast_dtype(precision_of_trainer_flags(args.bf16, args.fp16)))
+        logger.info("attention for training: %s", result.describe())
+        choice = result.choice
+    set_attn_implementation(model, choice)
+    return choice
 
 
 def _section_preprocess(section: ModelSection, image_size: int) -> PreprocessConfig:

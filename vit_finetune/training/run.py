@@ -22,7 +22,7 @@ from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
-from vit_finetune.training.model_setup import build_model, build_preprocess
+from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
@@ -76,6 +76,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
     model = build_model(run.model, splits.id2label)
+    choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
