@@ -9,6 +9,7 @@ run config may set (`model.hidden_size`, ...) carry a `run_config` marker in the
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -235,6 +236,11 @@ class ClassifierConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data, for JSON (which writes the `id2label` keys as strings)."""
         return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """`to_dict` as indented JSON, as `PretrainedConfig.to_json_string` gives it (the Trainer's experiment
+        trackers log the model config through `to_dict` / `to_json_string`)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> ClassifierConfig:

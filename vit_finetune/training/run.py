@@ -24,6 +24,7 @@ from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
+from vit_finetune.training.trackers import tracker_runs
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
 from vit_finetune.typed import ConfigError
@@ -80,8 +81,9 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
-    train_output = fit(trainer, resume_from)
-    test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
+    with tracker_runs(args):
+        train_output = fit(trainer, resume_from)
+        test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
     metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
