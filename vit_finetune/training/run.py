@@ -22,6 +22,7 @@ from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
+from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.trackers import tracker_runs
@@ -55,7 +56,7 @@ class TrainResult:
 def train(run: RunConfig) -> TrainResult:
     """Fine-tune (or train from scratch) as `run` says; return the final metrics.
 
-    The run holds `output_dir/.lock` throughout (a second run there stops with `OutputDirLockedError`).
+    The run holds `output_dir/_lock` throughout (a second run there stops with `OutputDirLockedError`).
     SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device memory
     raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
     """
@@ -144,9 +145,11 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
 
 
 def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metrics: dict) -> None:
-    """Final model folder plus config, metrics, Trainer log and curves."""
-    trainer.save_model(str(output_dir))
+    """Config, metrics, Trainer log, curves and model card, then the final model; with `training.push_to_hub`
+    the Trainer uploads the folder after saving the model (its private `_*` files and checkpoints left out)."""
     run_files.write_resolved_config(output_dir, run.to_dict())
     run_files.write_json(output_dir / run_files.METRICS, metrics)
     run_files.write_json(output_dir / run_files.TRAINER_LOG, trainer.state.log_history)
     plot_training_curves(trainer.state.log_history, output_dir / run_files.CURVES)
+    write_model_card(output_dir, run, trainer.args, trainer.model.config, metrics, trainer.state.log_history)
+    trainer.save_model(str(output_dir))

@@ -5,11 +5,12 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard. These are the only methods overridden; `tests/test_transformers_api.py`
+adds the non-finite-loss guard; `create_model_card` keeps the run's own model card for the Hub upload.
+These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
-hidden `output_dir/.incomplete/`. After the Trainer's save, `CheckpointPublisher.on_save` (a callback,
+staging folder `output_dir/_incomplete/`. After the Trainer's save, `CheckpointPublisher.on_save` (a callback,
 run on every process) waits for all processes' files, writes the `checkpoint_complete` marker and renames
 the folder to `output_dir/checkpoint-N`; every process then records that final path as the best
 checkpoint where the Trainer had recorded the staged one. A crash during a save leaves only the staging
@@ -82,6 +83,11 @@ class ClassifierTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights_strictly(model or self.model, Path(resume_from_checkpoint))
 
+    def create_model_card(self, **kwargs) -> None:
+        """Keep the run's own card: `train()` writes `README.md` (`model_card.py`) before the Hub upload, which
+        calls this; the Trainer's draft (`TrainingSummary`) would replace it with a card that knows no test
+        accuracy, data set or base model of this pipeline."""
+
     def _load_best_model(self) -> None:
         logger.info("loading best model from %s (score %s)", self.state.best_model_checkpoint,
                     self.state.best_metric)
@@ -89,7 +95,7 @@ class ClassifierTrainer(Trainer):
 
 
 class CheckpointPublisher(TrainerCallback):
-    """Completes each checkpoint the Trainer wrote into `output_dir/.incomplete/`: marker, rename, rotation.
+    """Completes each checkpoint the Trainer wrote into `output_dir/_incomplete/`: marker, rename, rotation.
 
     Runs on every process. All processes wait until each has written its files (every process writes its
     own RNG state), the saving process marks the folder complete, renames it to `output_dir/checkpoint-N`
