@@ -159,7 +159,6 @@ class DataConfig:
     label_column: str | None = None
     on_bad_image: Literal["fail", "skip"] = "fail"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_workers: int = 0
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -173,7 +172,5 @@ class DataConfig:
                 raise ValueError(f"data.{name}: must be >= 1 or null, got {value}")
         if self.on_bad_image not in ("fail", "skip"):
             raise ValueError(f"data.on_bad_image: must be 'fail' or 'skip', got {self.on_bad_image!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers: must be >= 0, got {self.num_workers}")
         if self.train_split == self.eval_split:
             raise ValueError(f"data.eval_split: must differ from train_split ({self.train_split!r})")

@@ -18,6 +18,7 @@ from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
+from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
@@ -126,9 +127,11 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
     if compute_device().type == "cpu":  # lets torchrun/accelerate run several CPU processes on gloo
         arguments.setdefault("use_cpu", True)
     try:
-        return TrainingArguments(**arguments)
-    except (TypeError, ValueError) as err:
+        args = TrainingArguments(**arguments)
+    except (TypeError, ValueError, ImportError) as err:
         raise ConfigError(f"{run.source}: training: {err}") from err
+    check_supported(args, run)
+    return args
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
