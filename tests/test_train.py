@@ -9,18 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import TrainingArguments
 
 from data_helpers import make_image_folder
 from helpers_hf import make_hf_vit_checkpoint
 from train_helpers import tiny_run_tree, weights
 from vit_finetune.config import run_config_from_dict
+from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data.config import AugmentConfig, RandomErasingConfig
+from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import load_splits
 from vit_finetune.modeling import load_classifier
+from vit_finetune.modeling.config import ClassifierConfig, encoder_config_for_size
+from vit_finetune.modeling.model import ImageClassifier
 from vit_finetune.training.checkpoints import ResumeError
 from vit_finetune.training.run import train
-from vit_finetune.training.trainer import NonFiniteLossError
+from vit_finetune.training.trainer import ClassifierTrainer, NonFiniteLossError
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("red", "green", "blue", "yellow")
@@ -139,3 +145,28 @@ def test_config_error_exits_non_zero_naming_the_key(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "training.learning_rate" in result.stderr and str(config) in result.stderr
+
+
+def test_training_step_augmentations_reach_the_loss(tmp_path):
+    """data.augment's random erasing and mixup / cutmix run on training batches, whose loss is then the
+    soft-target cross-entropy of the augmented batch; evaluation batches keep the model's own loss."""
+    encoder = encoder_config_for_size("cifar-tiny", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, patch_size=8)
+    model = ImageClassifier(ClassifierConfig(encoder=encoder, pooling="mean", num_labels=4))
+    augment = AugmentConfig(mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1,
+                            random_erasing=RandomErasingConfig(p=1.0))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = ClassifierTrainer(model=model, args=args, batch_augment=augment)
+    pixels, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+
+    def batch():
+        return {"pixel_values": pixels.clone(), "labels": labels.clone()}
+
+    with torch.no_grad():
+        torch.manual_seed(0)
+        loss = trainer.compute_loss(model.train(), batch())
+        torch.manual_seed(0)
+        mixed = augment_train_batch(batch(), 4, augment)
+        assert mixed["labels"].shape == (8, 4) and not torch.equal(mixed["pixel_values"], pixels)
+        assert loss == soft_target_cross_entropy(model(mixed["pixel_values"]).logits, mixed["labels"])
+        assert trainer.compute_loss(model.eval(), batch()) == model(pixels, labels=labels).loss

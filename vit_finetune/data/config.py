@@ -135,6 +135,11 @@ class AugmentConfig:
         """Whether training batches are mixed (then the loss needs the soft targets of `mixup.mix_batch`)."""
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
 
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training labels become soft targets (B, num_classes): mixing or label smoothing is on."""
+        return self.mixup_enabled or self.label_smoothing > 0
+
 
 @dataclass
 class DataConfig:

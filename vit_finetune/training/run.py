@@ -144,6 +144,7 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         data_collator=ImageCollator(preprocess),
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
+        batch_augment=run.data.augment,
     )
 
 

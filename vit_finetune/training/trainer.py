@@ -5,7 +5,8 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard; `create_model_card` keeps the run's own model card for the Hub upload.
+adds the non-finite-loss guard; `compute_loss` applies the training-step augmentations (random erasing,
+mixup / cutmix with soft targets); `create_model_card` keeps the run's own model card for the Hub upload.
 These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
@@ -36,6 +37,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from vit_finetune.data.batch_augment import augment_train_batch
+from vit_finetune.data.config import AugmentConfig
+from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
@@ -55,9 +59,10 @@ class TrainingOutOfMemoryError(RuntimeError):
 class ClassifierTrainer(Trainer):
     """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard."""
 
-    def __init__(self, *args, preprocess_config=None, **kwargs):
+    def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.preprocess_config = preprocess_config
+        self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
@@ -67,6 +72,19 @@ class ClassifierTrainer(Trainer):
             raise NonFiniteLossError(f"non-finite loss at step {step} ({loss.item()}); "
                                      "the last good checkpoint is left untouched")
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training batches get the training-step augmentations first (`data/batch_augment.py`); soft targets
+        (mixup / cutmix, label smoothing) are trained with the soft-target cross-entropy."""
+        augment = self.batch_augment if model.training else None
+        if augment is not None:
+            inputs = augment_train_batch(inputs, self.model.config.num_labels, augment)
+        if augment is None or not augment.soft_targets:  # class ids: the model's loss (and the Trainer's smoothing)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        targets = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = soft_target_cross_entropy(outputs.logits.float(), targets)
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
