@@ -135,3 +135,4 @@ def test_sigterm_to_torchrun_saves_one_checkpoint_and_accelerate_launch_resumes(
     run([*LAUNCHERS["accelerate"], SCRIPT, *config, "training.resume_from_checkpoint=true"])
     assert_checkpoint_bookkeeping(output_dir, processes=2)
     assert_same_weights_as(single, output_dir)
+
