@@ -8,6 +8,7 @@ accelerate line is tested as the resume of the interrupted torchrun run rather t
 """
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -121,12 +122,14 @@ def test_sigterm_to_torchrun_saves_one_checkpoint_and_accelerate_launch_resumes(
     config = write_config(tmp_path, data)
     output_dir = tmp_path / "run"
     cut = interrupt_after_first_checkpoint([*LAUNCHERS["torchrun"], SCRIPT, *config], output_dir)
-    interrupted = [line for line in cut.stderr.splitlines() if line.startswith("interrupted: SIGTERM at step ")]
+    # each process's last line (a progress bar may precede it on the same terminal line)
+    interrupted = re.findall(r"interrupted: SIGTERM at step (\d+): checkpoint saved in (\S+);", cut.stderr)
     assert len(interrupted) == 2, cut.stderr[-3000:]  # both processes stopped on the signal, at the same step
-    step = int(interrupted[0].split()[4].rstrip(":"))
+    step = int(interrupted[0][0])
     assert interrupted[0] == interrupted[1] and STEPS_PER_EPOCH < step < LAST_STEP
     assert cut.returncode != 0  # torchrun reports the signal it got
     saved = output_dir / f"checkpoint-{step}"
+    assert interrupted[0][1] == str(saved)
     assert list_checkpoints(output_dir)[-1] == saved
     assert missing_checkpoint_files(saved) == [] and len(list(saved.glob("rng_state*.pth"))) == 2
     assert not (output_dir / STAGING_DIR).exists() and not (output_dir / LOCK_FILE).exists()
