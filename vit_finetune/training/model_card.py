@@ -98,7 +98,7 @@ def hyperparameters(run: RunConfig, args: TrainingArguments, config: ClassifierC
                             f"processes x {args.gradient_accumulation_steps} accumulation steps)",
         "optimizer": f"{args.optim.value}" + (f" ({args.optim_args})" if args.optim_args else ""),
         "weight decay": args.weight_decay,
-        "lr scheduler": f"{args.lr_scheduler_type.value}, warmup {args.warmup_steps}",
+        "lr scheduler": f"{args.lr_scheduler_type.value}, {_warmup(args.warmup_steps)}",
         "training length": f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs} epochs",
         "label smoothing": args.label_smoothing_factor,
         "max grad norm": args.max_grad_norm,
@@ -138,6 +138,11 @@ def _size(config: ClassifierConfig) -> str:
     encoder = config.encoder
     return (f"{encoder.num_hidden_layers} layers, width {encoder.hidden_size}, {encoder.image_size} px, "
             f"patch {encoder.patch_size}")
+
+
+def _warmup(steps: float) -> str:
+    """transformers 5's `warmup_steps`: a count, or below 1 the fraction of the training steps."""
+    return f"warmup {steps:.0%} of the steps" if 0 < steps < 1 else f"warmup {int(steps)} steps"
 
 
 def _number(value: float | None) -> str:
