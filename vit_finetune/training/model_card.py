@@ -44,9 +44,10 @@ def model_card(run: RunConfig, args: TrainingArguments, config: ClassifierConfig
     return f"---\n{_metadata(run, config, name, metrics).to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
 
 
-def write_model_card(output_dir: Path, *args, **kwargs) -> None:
+def write_model_card(output_dir: Path, run: RunConfig, args: TrainingArguments, config: ClassifierConfig,
+                     metrics: dict[str, Any], log_history: list[dict[str, Any]]) -> None:
     """`model_card(...)` into `output_dir/README.md`."""
-    (output_dir / MODEL_CARD).write_text(model_card(*args, **kwargs), encoding="utf-8")
+    (output_dir / MODEL_CARD).write_text(model_card(run, args, config, metrics, log_history), encoding="utf-8")
 
 
 def _metadata(run: RunConfig, config: ClassifierConfig, name: str, metrics: dict[str, Any]) -> ModelCardData:
