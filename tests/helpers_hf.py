@@ -100,8 +100,11 @@ def _family_config(family: str, vision: dict, labels: dict) -> transformers.PreT
     vision = dict(vision)
     if family.startswith("dinov2"):
         vision["mlp_ratio"] = vision.pop("intermediate_size") // vision["hidden_size"]
-    if family == "clip":
-        return transformers.CLIPConfig(vision_config=vision, **labels)
+    if family == "clip":  # with a one-layer text tower (CLIPModel holds one; the classifier ignores it)
+        text = dict(vocab_size=64, hidden_size=vision["hidden_size"], num_hidden_layers=1,
+                    num_attention_heads=vision["num_attention_heads"], intermediate_size=vision["intermediate_size"],
+                    max_position_embeddings=16, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+        return transformers.CLIPConfig(vision_config=vision, text_config=text, projection_dim=16, **labels)
     if family == "clip_vision_model":
         return transformers.CLIPVisionConfig(**vision)
     if family == "vit_mae":
@@ -144,7 +147,24 @@ def make_hf_family_model(
                   num_attention_heads=heads, intermediate_size=intermediate, **family_fields)
     config = _family_config(family, vision, _labels(num_labels, id2label) if num_labels else {})
     torch.manual_seed(seed)
-    return getattr(transformers, hf_class)(config).eval()
+    model = getattr(transformers, hf_class)(config).eval()
+    with torch.no_grad():  # off HF's constant inits (LayerNorm 1 / 0, LayerScale 1, zero registers): a mix-up shows
+        for name, param in model.named_parameters():
+            if any(part in name for part in ("norm", "layer_scale", "register_tokens", "class_embedding")):
+                param.add_(torch.randn_like(param) * 0.1)
+    if family == "vit_mae":
+        mae_sin_cos_positions(model.base_model.embeddings)
+    return model
+
+
+def mae_sin_cos_positions(embeddings: torch.nn.Module) -> torch.Tensor:
+    """Fill a `ViTMAEEmbeddings` position table with its 2-D sin-cos values, as the hub checkpoints hold
+    them (transformers 5.24 leaves it zero on a random init: `initialize_weights` returns early once
+    the patch projection is marked initialised). Returns the table."""
+    embeddings.patch_embeddings.projection._is_hf_initialized = False
+    with torch.no_grad():
+        embeddings.initialize_weights()
+    return embeddings.position_embeddings
 
 
 def make_hf_family_checkpoint(directory: str | Path, family: str, hf_class: str, with_processor: bool = True,

@@ -39,9 +39,8 @@ def data_dir(tmp_path_factory):
 def checkpoint(folder, family: str, hf_class: str):
     """A tiny checkpoint with 3 labels whose positions are stored for 48 px and whose processor crops
     32 px (as DINOv2's are stored for 518 px and cropped to 224): loading resizes them."""
-    extra = {"text_config": None} if hf_class == "CLIPModel" else {}
     folder = make_hf_family_checkpoint(folder, family, hf_class, image_size=48,
-                                       num_labels=None if "ForImageClassification" not in hf_class else 3, **extra)
+                                       num_labels=None if "ForImageClassification" not in hf_class else 3)
     config = json.loads((folder / "preprocessor_config.json").read_text())
     size = {"shortest_edge": 32} if "shortest_edge" in config["size"] else {"height": 32, "width": 32}
     config.update(size=size, crop_size={"height": 32, "width": 32}, do_center_crop=True)
