@@ -23,11 +23,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+import PIL
 from PIL import Image
 
 from . import fast_resize
 
 PROCESSOR_FILE = "preprocessor_config.json"
+PIL_MAJOR = int(PIL.__version__.split(".")[0])
 # PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}
@@ -254,12 +256,23 @@ def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
 
 def _resize_pixels(pixels: torch.Tensor, size: tuple[int, int], resample: str) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> channels-last uint8 (B, 3, *size) with torch's PIL-compatible kernel; as
-    is when already that size. Each axis that changes is one pass, the width first, as in PIL."""
+    is when already that size. Each axis that changes is one pass with uint8 in between, in PIL's order
+    (`pil_resizes_height_first`); torch's kernel takes the width first."""
     if tuple(pixels.shape[-2:]) == tuple(size):
         return pixels
     pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
     mode = TORCH_MODE[resample]
+    if pil_resizes_height_first(tuple(pixels.shape[-2:]), tuple(size)):
+        pixels = F.interpolate(pixels, size=(size[0], pixels.shape[-1]), mode=mode, antialias=mode != "nearest-exact")
     return F.interpolate(pixels, size=size, mode=mode, antialias=mode != "nearest-exact")
+
+
+def pil_resizes_height_first(source: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether Pillow resizes (H, W) -> (h, w) vertically first: since Pillow 13 (python-pillow/Pillow#9549)
+    when the height shrinks by more than twice as many pixels as the width (measured against Pillow;
+    with bicubic's overshoot the order changes results by up to ~20 grey levels where uint8 clips)."""
+    (height, width), (new_height, new_width) = source, target
+    return PIL_MAJOR >= 13 and new_height < height and height - new_height > 2 * (width - new_width)
 
 
 def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:
