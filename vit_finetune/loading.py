@@ -4,8 +4,8 @@
     logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), resolve_precision("auto"))
 
 Accepted folders: a training output (`save_classifier` + `preprocessor_config.json` + `run_config.yaml`),
-any `checkpoint-N` inside one (its run config is read from the parent), an HF-native
-`ViTForImageClassification` / `SiglipForImageClassification` folder, or a project-format folder
+any `checkpoint-N` inside one (its run config is read from the parent), an HF-native folder of a
+supported family (`ViTForImageClassification`, `Dinov2ForImageClassification`, ...), or a project-format folder
 (`"format": "vit_finetune"` in `config.json`). Weights are read by `modeling.hub` (safetensors; pickles
 only with `weights_only=True`). Evaluation and prediction both start here; this module imports neither
 `datasets` nor the Trainer, so prediction starts fast.

@@ -4,7 +4,8 @@
 
 Counts the bytes autograd keeps for the backward pass at the end of the forward (every tensor saved
 for backward, each storage once, parameters excluded): deterministic, on any device, and the part of
-the peak that checkpointing changes. On CUDA it also reports the peak allocated memory of the step
+the peak that checkpointing changes (with checkpointing, the backward pass adds one recomputed layer's
+activations at a time). On CUDA it also reports the peak allocated memory of the step
 (`torch.cuda.max_memory_allocated`, weights and gradients included) and the step time.
 """
 
