@@ -75,7 +75,8 @@ class PreprocessConfig:
         if self.do_center_crop and (self.crop_height is None or self.crop_width is None):
             raise ValueError("preprocess.crop_height/crop_width: required when do_center_crop is true")
         if self.processor_type not in PROCESSOR_TYPES:
-            raise ValueError(f"preprocess.processor_type: supported are {list(PROCESSOR_TYPES)}, got {self.processor_type!r}")
+            raise ValueError(f"preprocess.processor_type: supported are {list(PROCESSOR_TYPES)}, "
+                             f"got {self.processor_type!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError(f"preprocess.image_mean/image_std: need 3 values, std > 0, got {self.image_mean}, {self.image_std}")
 

@@ -62,7 +62,7 @@ class VisionEncoder(nn.Module):
         self.cls_token = learned_tokens(int(config.class_token), D)  # (1, 1, D)
         self.dist_token = learned_tokens(int(config.distillation_token), D)  # (1, 1, D)
         self.reg_token = learned_tokens(config.num_register_tokens, D)  # (1, R, D)
-        self.pos_embed = nn.Parameter(torch.zeros(1, T, D))  # (1, T, D): one position per CLS/distillation token and patch
+        self.pos_embed = nn.Parameter(torch.zeros(1, T, D))  # (1, T, D): CLS, distillation token, patches
         self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
         self.patch_drop = PatchDropout(config.patch_dropout, config.num_prefix_tokens)
         self.pre_norm = nn.LayerNorm(D, eps=config.layer_norm_eps) if config.pre_norm else nn.Identity()
