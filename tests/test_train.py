@@ -1,6 +1,7 @@
 """Training end to end on generated data: artefacts, reload, fine-tuning, resume, guards."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -170,3 +171,34 @@ def test_training_step_augmentations_reach_the_loss(tmp_path):
         assert mixed["labels"].shape == (8, 4) and not torch.equal(mixed["pixel_values"], pixels)
         assert loss == soft_target_cross_entropy(model(mixed["pixel_values"]).logits, mixed["labels"])
         assert trainer.compute_loss(model.eval(), batch()) == model(pixels, labels=labels).loss
+
+
+def test_gradient_checkpointing_through_the_train_command(data_dir, tmp_path, caplog, monkeypatch):
+    """`training.gradient_checkpointing=true` on the train command: the same weights after 3 steps (dropout and
+    stochastic depth on: the recomputation replays their draws), and fewer activations kept per step."""
+    from vit_finetune.bench.memory import saved_tensor_counter
+    from vit_finetune.commands.train import main as train_main
+    from vit_finetune.training.trainer import ClassifierTrainer
+
+    saved_per_step = []
+    plain_step = ClassifierTrainer.training_step
+
+    def counted_step(self, model, inputs, num_items_in_batch=None):
+        with saved_tensor_counter({p.untyped_storage().data_ptr() for p in model.parameters()}) as saved:
+            loss = plain_step(self, model, inputs, num_items_in_batch)
+        saved_per_step.append(sum(saved.values()))
+        return loss
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", counted_step)
+    caplog.set_level(logging.INFO, logger="vit_finetune")
+    for name, overrides in (("plain", []), ("checkpointed", ["training.gradient_checkpointing=true"])):
+        tree = tiny_run_tree(data_dir, tmp_path / name, max_steps=3, eval_strategy="no", save_strategy="no",
+                             load_best_model_at_end=False)
+        tree["model"].update(num_hidden_layers=4, hidden_dropout_prob=0.1, drop_path_rate=0.2)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree))
+        assert train_main(["--config", str(tmp_path / f"{name}.yaml"), *overrides]) == 0
+    assert "activation checkpointing: every 1 of 4 encoder layers" in caplog.text
+    plain, checkpointed = weights(tmp_path / "plain"), weights(tmp_path / "checkpointed")
+    for key in plain:
+        assert torch.allclose(plain[key], checkpointed[key], atol=1e-5, rtol=0), key
+    assert len(saved_per_step) == 6 and max(saved_per_step[3:]) < 0.5 * min(saved_per_step[:3])

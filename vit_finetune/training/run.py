@@ -78,7 +78,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     preprocess = build_preprocess(run.model)
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
-    model = build_model(run.model, splits.id2label)
+    model = build_model(run.model, splits.id2label, preprocess)
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
