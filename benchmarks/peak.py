@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from vit_finetune.bench.machine import synchronize
+from benchmarks.machine import synchronize
 from vit_finetune.precision import bf16_is_fast, compute_device
 
 
