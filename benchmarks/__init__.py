@@ -6,7 +6,9 @@ device) with `flops` (analytic training FLOPs, for MFU), `scaling` (images/s and
 and batch size), `inference` (eval images/s, predict latency), `profile` (torch.profiler split);
 `machine` describes the hardware, `report` writes benchmark.json / benchmark.md. `encoder`,
 `preprocess` and `scaling` also run alone as `python -m benchmarks.<name>`.
-`augment` compares our augmentation ops with kornia; `command` is the command line.
+`augment` compares our augmentation ops with kornia and `memory` counts the activations a training
+step keeps with and without checkpointing (both run alone, outside the suite); `command` is the
+command line.
 
 Not part of the installed package (setup.cfg installs `vit_finetune*` only): this package imports
 `vit_finetune`, nothing in `vit_finetune` imports it (tests/test_layers.py), and it runs from the
