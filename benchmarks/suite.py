@@ -57,7 +57,7 @@ class Settings:
     preprocess_size: int = 224
     peak_fp32_size: int = 2048
     peak_bf16_size: int = 4096
-    peak_slow_bf16_size: int = 256  # bf16 without bf16 hardware: emulated, ~100x slower; keep it short
+    peak_slow_bf16_size: int = 256  # bf16 without bf16 hardware: emulated, far slower; keep it short
     scaling_case: str = ""  # the training case whose model is scaled
     scaling_image_sizes: tuple[int, ...] = (224, 384)
     scaling_batch_sizes: tuple[int, ...] = (1, 4, 8)
