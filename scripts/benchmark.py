@@ -2,8 +2,11 @@
 """Benchmark the pipeline: `python scripts/benchmark.py [--quick] [--output-dir runs/benchmark]`."""
 
 import sys
+from pathlib import Path
 
-from vit_finetune.commands.benchmark import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside scripts/, not installed
+
+from benchmarks.command import main  # noqa: E402 - needs the repository root on the path
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,7 +11,7 @@ from data_helpers import make_image_folder
 
 
 def test_pipeline_benchmark_takes_augment_keys(tmp_path, monkeypatch, capsys):
-    from vit_finetune.bench import preprocess
+    from benchmarks import preprocess
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     folder = make_image_folder(tmp_path / "data", per_class=12, size=16)
@@ -24,7 +24,7 @@ def test_pipeline_benchmark_takes_augment_keys(tmp_path, monkeypatch, capsys):
 
 def test_kornia_comparison_reports_fidelity_and_speed():
     pytest.importorskip("kornia")
-    from vit_finetune.bench import augment
+    from benchmarks import augment
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]

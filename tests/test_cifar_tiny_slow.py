@@ -19,5 +19,5 @@ def test_shipped_tiny_recipe_learns_cifar10(tmp_path):
                          "training.max_steps=1200", "training.eval_steps=600", "training.save_steps=600"])
     assert status == 0
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    # measured: 50.5 % (6.8 min on 2 cores, 2026-11-23); passed again in 5.5 min on 2026-11-30
+    # the recipe reaches about 50 % at this step count (README); 45 % leaves room for seed-to-seed noise
     assert metrics["test_accuracy"] >= 0.45, f"test accuracy {metrics['test_accuracy']:.3f}"

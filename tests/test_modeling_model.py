@@ -5,10 +5,9 @@ import json
 import pytest
 import torch
 
+from benchmarks.memory import saved_activation_bytes
 from helpers_hf import mae_sin_cos_positions, make_hf_siglip_checkpoint, make_hf_vit_checkpoint
-from vit_finetune.bench.encoder import compare_encoder_speed
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, build_classifier, encoder_config_for_size
-from vit_finetune.bench.memory import saved_activation_bytes
 from vit_finetune.modeling.layers import Attention, AttentionPoolingHead, DropPath, attend, set_attn_implementation
 from vit_finetune.modeling.positions import resize_pos_embed
 
@@ -169,13 +168,6 @@ def test_resize_pos_embed_keeps_cls_and_is_identity_at_same_grid():
     assert torch.equal(resized[:, :1], table[:, :1])
     constant = torch.ones(1, 16, 8)  # bicubic keeps a constant field constant
     assert torch.allclose(resize_pos_embed(constant, (7, 7), num_prefix_tokens=0), torch.ones(1, 49, 8))
-
-
-@pytest.mark.parametrize("arch", ["vit", "siglip"])
-def test_encoder_benchmark_runs(arch):
-    """Smoke test only (no timing assertion): both encoders build from one config and train a step."""
-    result = compare_encoder_speed(arch, "cifar-tiny", image_size=32, batch_size=2, steps=1, warmup=0)
-    assert result["ours_images_per_s"] > 0 and result["hf_images_per_s"] > 0 and result["ratio"] > 0
 
 
 def test_mae_random_init_has_the_fixed_sin_cos_positions_of_hf():

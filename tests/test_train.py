@@ -176,7 +176,7 @@ def test_training_step_augmentations_reach_the_loss(tmp_path):
 def test_gradient_checkpointing_through_the_train_command(data_dir, tmp_path, caplog, monkeypatch):
     """`training.gradient_checkpointing=true` on the train command: the same weights after 3 steps (dropout and
     stochastic depth on: the recomputation replays their draws), and fewer activations kept per step."""
-    from vit_finetune.bench.memory import saved_tensor_counter
+    from benchmarks.memory import saved_tensor_counter
     from vit_finetune.commands.train import main as train_main
     from vit_finetune.training.trainer import ClassifierTrainer
 

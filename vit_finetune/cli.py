@@ -1,4 +1,8 @@
-"""`vit-finetune SUBCOMMAND ...`: one entry point for train, eval, predict and benchmark."""
+"""`vit-finetune SUBCOMMAND ...`: one entry point for train, eval and predict.
+
+The benchmark is not a sub-command: it lives in the repository's `benchmarks/` (not installed) and
+runs as `python scripts/benchmark.py` from a checkout.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ COMMANDS = {
     "train": "vit_finetune.commands.train",
     "eval": "vit_finetune.commands.eval",
     "predict": "vit_finetune.commands.predict",
-    "benchmark": "vit_finetune.commands.benchmark",
 }
 USAGE = "usage: vit-finetune {" + ",".join(COMMANDS) + "} [--help] ..."
 

@@ -36,8 +36,8 @@ def compute_device() -> torch.device:
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16).
 
-    Without them PyTorch emulates bf16 matmuls, which is far slower than fp32 (measured on an
-    AVX2-only EPYC: ~0.8 GFLOP/s bf16 vs ~50-120 GFLOP/s fp32), so `auto` must not pick bf16 there.
+    Without them PyTorch emulates bf16 matmuls, far slower than fp32 (the peak matmul readings are
+    in docs/BENCHMARKS.md), so `auto` must not pick bf16 there.
     """
     try:
         flags = Path("/proc/cpuinfo").read_text()

@@ -4,6 +4,7 @@
 preprocessing a run starts from), `trainer` (`ClassifierTrainer`: strict save and reload of our model,
 non-finite-loss guard), `checkpoints` (which checkpoints are complete, resume, atomic publishing),
 `metrics` (the accuracy metric), `signals` (SIGINT/SIGTERM save and stop), `lock` (one run per output
-folder), `curves` (the training-curves figure). Only the command lines and the benchmark import it:
-evaluation and prediction read a run's files through `run_files` and `loading`.
+folder), `curves` (the training-curves figure). Only the command lines import it (and, from outside the
+package, the repository's `benchmarks/`): evaluation and prediction read a run's files through
+`run_files` and `loading`.
 """

@@ -29,8 +29,8 @@ import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
 
-from vit_finetune.bench.machine import synchronize
-from vit_finetune.bench.profile import op_profile
+from benchmarks.machine import synchronize
+from benchmarks.profile import op_profile
 from vit_finetune.config import RunConfig, build_model_section, resolve_config_path, run_config_from_dict
 from vit_finetune.data.sources import ImageSplits, load_splits
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size

@@ -1,6 +1,6 @@
 """Our batched augmentation ops against kornia.augmentation: fidelity to Pillow, and speed.
 
-    python -m vit_finetune.bench.augment ../shared/data/cifar10/test
+    python -m benchmarks.augment ../shared/data/cifar10/test
 
 Needs kornia (`pip install kornia`), which the package itself does not depend on. Fidelity: each op at one fixed argument on the same images, ours (uint8) and kornia's (float in
 [0, 1], rounded back to uint8) against the Pillow call timm / torchvision make; max |Δ| in grey

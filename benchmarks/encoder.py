@@ -1,6 +1,6 @@
 """Forward + backward speed of our encoder vs the HF encoder with the same config.
 
-    python -m vit_finetune.bench.encoder --arch vit --size base --image-size 224 --batch-size 8 --dtype bf16
+    python -m benchmarks.encoder --arch vit --size base --image-size 224 --batch-size 8 --dtype bf16
 
 Both models run interleaved (ours, HF, HF, ours, ...) so that machine noise hits both alike. On a
 shared machine the fastest step is the least disturbed one, so images/s comes from the minimum wall
@@ -19,7 +19,7 @@ import torch
 import transformers
 from torch import nn
 
-from vit_finetune.bench.machine import synchronize
+from benchmarks.machine import synchronize
 from vit_finetune.modeling.config import EncoderConfig, encoder_config_for_size
 from vit_finetune.modeling.model import VisionEncoder
 

@@ -1,4 +1,4 @@
-"""`benchmark`: our pipeline vs the notebook pipeline, vs Hugging Face, and vs the hardware peak."""
+"""`python scripts/benchmark.py`: our pipeline vs the notebook pipeline, vs Hugging Face, and vs the hardware peak."""
 
 from __future__ import annotations
 
@@ -29,19 +29,18 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
+def main(argv: list[str] | None = None) -> int:
     """Parse `argv`, run the benchmark, write its outputs; returns the exit status."""
     from vit_finetune.commands import run_guarded
 
-    args = build_parser(prog).parse_args(argv)
-    command = " ".join(["python scripts/benchmark.py" if prog == "benchmark.py" else prog,
-                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    args = build_parser().parse_args(argv)
+    command = " ".join(["python scripts/benchmark.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     return run_guarded(lambda: _benchmark(args, command))
 
 
 def _benchmark(args: argparse.Namespace, command: str) -> int:
-    from vit_finetune.bench.report import write_outputs
-    from vit_finetune.bench.suite import FULL, QUICK, run_benchmark
+    from benchmarks.report import write_outputs
+    from benchmarks.suite import FULL, QUICK, run_benchmark
 
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs to stdout
         results = run_benchmark(QUICK if args.quick else FULL, args.data, command, args.compile,

@@ -1,8 +1,8 @@
 """Peak matrix-multiply throughput of this device: the hardware limit that MFU is measured against.
 
 Large square matmuls (n × n @ n × n = 2n³ FLOPs), best of a few repeats. bf16 on a CPU without bf16
-matrix instructions (AVX2 only) is emulated and ~100× slower than fp32, so there the bf16 matmul is
-kept small and short: it is measured to show the gap, not to be used.
+matrix instructions (no AMX / AVX512-BF16) is emulated and far slower than fp32, so there the bf16
+matmul is kept small and short: it is measured to show the gap, not to be used.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from vit_finetune.bench.machine import synchronize
+from benchmarks.machine import synchronize
 from vit_finetune.precision import bf16_is_fast, compute_device
 
 

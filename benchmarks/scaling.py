@@ -1,6 +1,6 @@
 """Training-step speed and peak memory of our model vs image size and batch size.
 
-Each point runs in a fresh subprocess (`python -m vit_finetune.bench.scaling '<point json>'`) so that
+Each point runs in a fresh subprocess (`python -m benchmarks.scaling '<point json>'`) so that
 its allocator starts clean: on the CPU the reading is the sampled peak RSS above the RSS with the
 model loaded (optimizer state, gradients, activations); on a GPU, `torch.cuda.max_memory_allocated`
 above the loaded model. Another image size than the checkpoint's loads it with interpolated position
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from vit_finetune.bench.machine import PeakMemory, synchronize
+from benchmarks.machine import PeakMemory, synchronize
 from vit_finetune.config import ModelSection
 from vit_finetune.modeling.config import ClassifierConfig
 from vit_finetune.modeling.hub import read_config_json
@@ -64,9 +64,9 @@ def run_point_subprocess(checkpoint: str | Path, image_size: int, batch_size: in
     """`training_step_point` in a fresh Python process (clean peak-memory reading); its JSON result."""
     point = {"checkpoint": str(checkpoint), "image_size": image_size, "batch_size": batch_size,
              "steps": steps, "warmup": warmup}
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "vit_finetune.bench.scaling", json.dumps(point)], env=env,
+    repo_root = str(Path(__file__).resolve().parents[1])  # benchmarks/ is not installed: the child finds it here
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.scaling", json.dumps(point)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"scaling point {point} failed:\n{done.stderr[-2000:]}")

@@ -1,6 +1,6 @@
 """Activation memory of one training step, with and without activation (gradient) checkpointing.
 
-    python -m vit_finetune.bench.memory --size B/16 --image-size 224 384 --batch-size 32
+    python -m benchmarks.memory --size B/16 --image-size 224 384 --batch-size 32
 
 Counts the bytes autograd keeps for the backward pass at the end of the forward (every tensor saved
 for backward, each storage once, parameters excluded): deterministic, on any device, and the part of

@@ -20,13 +20,13 @@ from typing import Any, Callable
 
 import torch
 
-from vit_finetune.bench import inference, scaling
-from vit_finetune.bench.encoder import compare_encoder_speed
-from vit_finetune.bench.flops import training_flops_per_image
-from vit_finetune.bench.machine import machine_info, machine_summary
-from vit_finetune.bench.peak import peak_matmul
-from vit_finetune.bench.preprocess import compare_preprocess_speed
-from vit_finetune.bench.training import TrainCase, case_encoder, compare_training, write_reference_checkpoint
+from benchmarks import inference, scaling
+from benchmarks.encoder import compare_encoder_speed
+from benchmarks.flops import training_flops_per_image
+from benchmarks.machine import machine_info, machine_summary
+from benchmarks.peak import peak_matmul
+from benchmarks.preprocess import compare_preprocess_speed
+from benchmarks.training import TrainCase, case_encoder, compare_training, write_reference_checkpoint
 from vit_finetune.precision import bf16_is_fast, compute_device
 
 DEFAULT_DATA_DIR = "../shared/data/cifar10"
@@ -57,7 +57,7 @@ class Settings:
     preprocess_size: int = 224
     peak_fp32_size: int = 2048
     peak_bf16_size: int = 4096
-    peak_slow_bf16_size: int = 256  # bf16 without bf16 hardware: emulated, ~100x slower; keep it short
+    peak_slow_bf16_size: int = 256  # bf16 without bf16 hardware: emulated, far slower; keep it short
     scaling_case: str = ""  # the training case whose model is scaled
     scaling_image_sizes: tuple[int, ...] = (224, 384)
     scaling_batch_sizes: tuple[int, ...] = (1, 4, 8)
@@ -185,8 +185,8 @@ def encoder_comparison(case: EncoderCase) -> dict[str, Any]:
 def recheck_peak(settings: Settings, results: dict[str, Any]) -> dict[str, Any]:
     """Measure the peak again mid-run, keep the higher reading in `results["hardware"]`; returns `results`.
 
-    A peak read while another VM loads the shared cores is too low and inflates every MFU (a run on
-    2026-11-30 read 91 GFLOP/s against 139 in the one before, and reported MFU above 100 %).
+    A peak read while other work loads the shared cores is too low and inflates every MFU (it can
+    push MFU above 100 %); two readings far apart in the run make that much less likely.
     """
     first = results["hardware"]
     if "error" in first:

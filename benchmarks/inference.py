@@ -18,7 +18,7 @@ from vit_finetune.data.config import DataConfig
 from vit_finetune.data.sources import load_splits
 from vit_finetune.precision import compute_device, resolve_precision
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PREDICT_SCRIPT = REPO_ROOT / "scripts" / "predict.py"
 
 

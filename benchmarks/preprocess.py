@@ -1,8 +1,8 @@
 """Benchmark the batched preprocessing path against transformers' ViTImageProcessor.
 
-    python -m vit_finetune.bench.preprocess ../shared/data/cifar10/test --num-images 512 --batch-size 64
-    python -m vit_finetune.bench.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128
-    python -m vit_finetune.bench.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128 \
+    python -m benchmarks.preprocess ../shared/data/cifar10/test --num-images 512 --batch-size 64
+    python -m benchmarks.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128
+    python -m benchmarks.preprocess ../shared/data/cifar10 --pipeline --size 32 --batch-size 128 \
         --augment auto_augment=rand-m9-mstd0.5 --augment random_erasing.p=0.25 --augment mixup_alpha=0.8 --augment cutmix_alpha=1.0
 
 Both sides get the same decoded images (PIL RGB for the processor, uint8 tensors for ours) and take

@@ -1,9 +1,0 @@
-"""Benchmarks, one module per measured thing; `suite` runs them all for `scripts/benchmark.py`.
-
-`training` (our train.py path vs the notebook pipeline), `encoder` (our ViT/SigLIP encoder vs HF),
-`preprocess` (batched preprocessing vs the HF image processor), `peak` (matmul FLOP/s of this
-device) with `flops` (analytic training FLOPs, for MFU), `scaling` (images/s and memory vs image
-and batch size), `inference` (eval images/s, predict latency), `profile` (torch.profiler split);
-`machine` describes the hardware, `report` writes benchmark.json / benchmark.md. `encoder`,
-`preprocess` and `scaling` also run alone as `python -m vit_finetune.bench.<name>`.
-"""
