@@ -16,7 +16,7 @@ from vit_finetune import run_files
 from vit_finetune.config import RunConfig
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
-from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
+from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, len_or_none, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
@@ -24,6 +24,7 @@ from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
+from vit_finetune.training.streaming import StreamPosition, is_stream, streaming_arguments
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
 from vit_finetune.typed import ConfigError
@@ -75,6 +76,8 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     preprocess = build_preprocess(run.model)
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
+    if is_stream(splits.train):
+        args = build_training_arguments(run, streaming_arguments(args, splits.train))
     model = build_model(run.model, splits.id2label)
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
@@ -93,7 +96,7 @@ def check_trainable(splits: ImageSplits, dataset: str) -> None:
     if len(splits.label_names) < 2:
         raise DataError(f"{dataset}: a classifier needs at least 2 classes, found {splits.label_names}")
     for name, split in (("train", splits.train), ("test", splits.test)):
-        if len(split) == 0:
+        if len_or_none(split) == 0:
             raise DataError(f"{dataset}: the {name} split is empty")
 
 
@@ -114,9 +117,9 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     return output
 
 
-def build_training_arguments(run: RunConfig) -> TrainingArguments:
-    """TrainingArguments from the config, our defaults and the resolved precision."""
-    arguments = {**DEFAULT_ARGUMENTS, **run.training.arguments}
+def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None) -> TrainingArguments:
+    """TrainingArguments from the config, our defaults and the resolved precision (`extra` on top)."""
+    arguments = {**DEFAULT_ARGUMENTS, **run.training.arguments, **(extra or {})}
     if run.data.validation_fraction == 0:
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
     arguments.update(trainer_precision_flags(resolve_precision(run.training.precision, "training.precision")))
@@ -130,15 +133,19 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
     """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
-    return ClassifierTrainer(
+    train = apply_train_augmentation(splits.train, run.data.augment)
+    trainer = ClassifierTrainer(
         model=model,
         args=args,
-        train_dataset=apply_train_augmentation(splits.train, run.data.augment),
+        train_dataset=train,
         eval_dataset=splits.validation,
         data_collator=ImageCollator(preprocess),
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
     )
+    if is_stream(train):
+        trainer.add_callback(StreamPosition(train, enabled=not run.training.arguments.get("ignore_data_skip", False)))
+    return trainer
 
 
 def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metrics: dict) -> None:

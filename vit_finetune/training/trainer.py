@@ -5,7 +5,8 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard. These are the only methods overridden; `tests/test_transformers_api.py`
+adds the non-finite-loss guard; `get_train_dataloader` gives a streaming split its own per-process
+loader (`training/streaming.py`). These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
@@ -36,6 +37,7 @@ from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vit_finetune.modeling.hub import load_classifier, save_classifier
+from vit_finetune.training.streaming import is_stream, streaming_dataloader
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
 
@@ -58,6 +60,12 @@ class ClassifierTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.preprocess_config = preprocess_config
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
+
+    def get_train_dataloader(self):
+        """A streaming split reads its own shards in every process (`training/streaming.py`)."""
+        if is_stream(self.train_dataset):
+            return streaming_dataloader(self)
+        return super().get_train_dataloader()
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
