@@ -253,7 +253,10 @@ def class_encoder(roles: Roles, label: LabelColumn, config: DataConfig) -> Label
             raise DataError(f"{roles.train.name}: label column {label} holds {'lists' if is_list else 'single classes'}; "
                             f"set data.task: {'multi_label' if is_list else 'single_label'}")
         return LabelEncoder(names, config.task, ids_are_positions=True)
-    return LabelEncoder(distinct_names(_label_values(roles.train, label), config.task), config.task, ids_are_positions=False)
+    values = _label_values(roles.train, label)
+    if config.task == "single_label" and any(isinstance(value, (list, tuple)) for value in values):
+        raise DataError(f"{roles.train.name}: label column {label} holds lists; set data.task: multi_label")
+    return LabelEncoder(distinct_names(values, config.task), config.task, ids_are_positions=False)
 
 
 def _label_values(split: RawSplit, label: LabelColumn) -> list:
