@@ -9,24 +9,36 @@ quality 90, smooth colour fields under fine noise: ~47 KB each, close to ImageNe
 twice: as an imagefolder (`images/{train,test}/<class>/<n>.jpg`) and as WebDataset shards of the
 same bytes (`shards/train-00000.tar`, ..., `shards/test-00000.tar`: `<key>.jpg` + `<key>.cls`).
 
-`throughput` times the train-time input path per image, from the shards: the streaming reader
-(JPEG draft decode of the random-resized crop, flip, collate) with 0, 1 and 2 DataLoader workers,
-against the naive path on the same images (full PIL decode, resize to the model size, then the
-crop). `memory` runs `scripts/train.py` streaming from the shards for a number of steps and samples
-the resident memory of the training process and its DataLoader workers.
+`throughput` times the train-time input path at 224 px, batches of 64: the streaming reader of the
+shards (records read by `datasets`' webdataset builder, JPEG draft decode of the random-resized crop,
+flip, collate) with 0, 1 and 2 DataLoader workers, against the naive path on the same images from
+the imagefolder (full PIL decode, resize to 224, then the random-resized crop and flip, collate)
+with as many workers. It also times `load_splits` (the shard index) and the rate at which a resumed
+stream skips records without decoding them. `memory` runs `scripts/train.py` streaming from the
+shards for a number of steps (a small ViT at 224 px, 2 workers) and samples, every second, the
+resident memory (RSS) of the training process and the proportional memory (PSS) of it and its
+DataLoader workers together.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
+import subprocess
+import sys
 import tarfile
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 10
 SHARD_SIZE = 1000
 SIDE_RANGE = (160, 500)
@@ -84,6 +96,144 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+# ---- throughput: decode + augment ----------------------------------------------------------------
+
+
+def _augment() -> "AugmentConfig":
+    from vit_finetune.data.config import AugmentConfig
+
+    return AugmentConfig(crop="random_resized", horizontal_flip=True)
+
+
+class NaiveImages(torch.utils.data.Dataset):
+    """The naive path: full PIL decode, resize to the model size, then the random-resized crop and flip
+    on that (what a decode-then-resize cache feeds the augmentation)."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = paths, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        from vit_finetune.data.augment import augment_batch
+
+        image = Image.open(self.paths[index]).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)  # (3, S, S)
+        return {"pixels": augment_batch(pixels[None], _augment())[0], "labels": 0}
+
+
+def _images_per_second(dataset, size: int, batch_size: int, workers: int, images: int, shuffle: bool) -> float:
+    from vit_finetune.data.collate import ImageCollator
+    from vit_finetune.data.preprocess import PreprocessConfig
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=shuffle,
+                                         collate_fn=ImageCollator(PreprocessConfig(height=size, width=size)))
+    batches = iter(loader)
+    next(batches)  # worker start-up, first reads
+    start, seen = time.perf_counter(), 0
+    while seen < images:
+        seen += len(next(batches)["labels"])
+    return seen / (time.perf_counter() - start)
+
+
+def throughput(root: str | Path, workers: list[int], images: int = 2000, size: int = 224, batch_size: int = 64) -> dict:
+    """Train-time input images/s from the shards (ours) and from the image files (naive), per worker count."""
+    from vit_finetune.data.config import DataConfig
+    from vit_finetune.data.preprocess import PreprocessConfig
+    from vit_finetune.data.sources import apply_train_augmentation, load_splits
+
+    root = Path(root)
+    start = time.perf_counter()
+    splits = load_splits(DataConfig(dataset=str(root / "shards"), streaming=True, validation_fraction=0.0),
+                         preprocess=PreprocessConfig(height=size, width=size))
+    index_seconds = time.perf_counter() - start
+    ours = apply_train_augmentation(splits.train, _augment())
+    naive = NaiveImages(sorted((root / "images" / "train").rglob("*.jpg")), size)
+    rows = []
+    for count in workers:
+        rows.append({"workers": count,
+                     "ours_images_per_s": _images_per_second(ours, size, batch_size, count, images, shuffle=False),
+                     "naive_images_per_s": _images_per_second(naive, size, batch_size, count, images, shuffle=True)})
+        rows[-1]["speedup"] = rows[-1]["ours_images_per_s"] / rows[-1]["naive_images_per_s"]
+    return {"images": images, "size": size, "batch_size": batch_size, "train_examples": ours.estimated_size,
+            "load_splits_seconds": index_seconds, "skip_records_per_s": _skip_rate(ours, images), "rows": rows}
+
+
+def _skip_rate(train, records: int) -> float:
+    """Records per second read but not decoded: the cost of fast-forwarding a resumed stream."""
+    start = time.perf_counter()
+    for _ in itertools.islice(train._training_items(), records):
+        pass
+    return records / (time.perf_counter() - start)
+
+
+# ---- memory: a streaming training run ----------------------------------------------------------------
+
+
+def memory(root: str | Path, steps: int = 500, batch_size: int = 32, workers: int = 2, interval: float = 1.0) -> dict:
+    """Run `scripts/train.py` streaming from the shards for `steps` steps; sample the memory of its processes."""
+    import psutil
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "stream.yaml"
+        config.write_text(yaml.safe_dump(_memory_run_tree(Path(root) / "shards", Path(folder) / "run", steps,
+                                                          batch_size, workers)))
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        samples = _sample_memory(psutil.Process(process.pid), process, interval)
+        stderr = process.stderr.read()
+        seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"training exited {process.returncode}: {stderr[-2000:]}")
+    main, total = max(sample[0] for sample in samples), max(sample[1] for sample in samples)
+    return {"steps": steps, "batch_size": batch_size, "workers": workers, "seconds": seconds,
+            "peak_rss_main_gb": main / 2**30, "peak_pss_all_processes_gb": total / 2**30, "samples": len(samples),
+            "command": f"python -m vit_finetune.bench.streaming memory ROOT --steps {steps}"}
+
+
+def _memory_run_tree(shards: Path, output_dir: Path, steps: int, batch_size: int, workers: int) -> dict:
+    """A small ViT at 224 px (patch 32) so that 500 steps fit a CPU; the input pipeline is the full-size one."""
+    return {
+        "model": {"checkpoint": None, "arch": "vit", "size": "tiny", "image_size": 224, "patch_size": 32,
+                  "hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 192},
+        "data": {"dataset": str(shards), "streaming": True, "max_eval_samples": 512,
+                 "augment": {"crop": "random_resized", "horizontal_flip": True}},
+        "training": {"output_dir": str(output_dir), "max_steps": steps, "per_device_train_batch_size": batch_size,
+                     "per_device_eval_batch_size": 64, "eval_strategy": "steps", "eval_steps": steps // 2,
+                     "save_strategy": "no", "load_best_model_at_end": False, "dataloader_num_workers": workers,
+                     "logging_steps": 50, "learning_rate": 1e-3, "precision": "fp32", "seed": 0},
+    }
+
+
+def _sample_memory(parent, process: subprocess.Popen, interval: float) -> list[tuple[int, int]]:
+    """(RSS of the training process, PSS of it and its DataLoader workers) every `interval` s until it exits.
+
+    PSS splits pages shared after fork between the processes sharing them, so the sum counts each once."""
+    import psutil
+
+    samples = []
+    while process.poll() is None:
+        try:
+            processes = [parent] + parent.children(recursive=True)
+            total = sum(_pss(child) for child in processes)
+            samples.append((parent.memory_info().rss, total))
+        except psutil.Error:
+            pass
+        time.sleep(interval)
+    return samples
+
+
+def _pss(process) -> int:
+    import psutil
+
+    try:
+        return process.memory_full_info().pss
+    except psutil.Error:
+        return 0
+
+
 # ---- command line ----------------------------------------------------------------------------
 
 
@@ -94,9 +244,23 @@ def main(argv: list[str] | None = None) -> None:
     make.add_argument("root")
     make.add_argument("--num-images", type=int, default=100_000)
     make.add_argument("--shard-size", type=int, default=SHARD_SIZE)
+    speed = commands.add_parser("throughput", help="train-time input images/s, ours vs naive")
+    speed.add_argument("root")
+    speed.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    speed.add_argument("--images", type=int, default=2000)
+    speed.add_argument("--size", type=int, default=224)
+    run = commands.add_parser("memory", help="peak memory of a streaming training run")
+    run.add_argument("root")
+    run.add_argument("--steps", type=int, default=500)
+    run.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "generate":
-        print(json.dumps({"root": str(generate(args.root, args.num_images, args.shard_size))}))
+        result = {"root": str(generate(args.root, args.num_images, args.shard_size))}
+    elif args.command == "throughput":
+        result = throughput(args.root, args.workers, args.images, args.size)
+    else:
+        result = memory(args.root, args.steps, workers=args.workers)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

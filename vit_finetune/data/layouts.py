@@ -8,7 +8,7 @@ Layouts (`DataConfig` explains the keys):
   metadata file, or shards (a folder or pattern of them);
 - a hub id (`load_dataset(id, dataset_config_name, revision=..., streaming=...)`);
 - a local `save_to_disk` DatasetDict;
-- shards: a folder holding `*.tar` / `*.parquet` files (at most one level down), or a pattern of
+- shards: a folder holding `*.tar` / `*.parquet` files (at most one folder down), or a pattern of
   them; the splits are named from the file names as `datasets` names them (`shards.split_by_name`);
 - an imagefolder root `<split>/<class>/<image>` or `<split>/metadata.{jsonl,csv}` (`folders.py`).
 
@@ -154,7 +154,7 @@ def _from_dir(folder: str, key: str, split: str, config: DataConfig, streaming: 
     path = Path(folder).expanduser()
     if not is_pattern(folder) and not path.is_dir():
         raise DataError(f"data.{key}: {path} does not exist" if not path.exists() else f"data.{key}: {path} is not a folder")
-    if is_pattern(folder) or has_shards(path):
+    if is_pattern(folder) or has_shards(path, depth=1):
         files = [str(file) for file in shard_files(folder)]
         return _from_shards_split(files, f"{folder} [{split}]", config, streaming)
     return RawSplit(rows=scan_split(path), name=f"{path} [{split}]")

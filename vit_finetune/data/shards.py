@@ -33,9 +33,15 @@ def is_pattern(text: str) -> bool:
     return any(char in text for char in "*?[{")
 
 
-def has_shards(path: Path) -> bool:
-    """Whether a folder holds shard files (anywhere below it, hidden folders aside)."""
-    return path.is_dir() and any(_is_shard(file) for file in _walk(path))
+def has_shards(path: Path, depth: int = 2) -> bool:
+    """Whether a folder holds shard files, directly or (depth 2) in a sub-folder; not deeper, so that an
+    imagefolder's images (two levels down) are never listed for this."""
+    if not path.is_dir():
+        return False
+    entries = [entry for entry in os.scandir(path) if not entry.name.startswith(".")]
+    if any(entry.is_file() and _is_shard(Path(entry.name)) for entry in entries):
+        return True
+    return depth > 1 and any(has_shards(Path(entry.path), depth - 1) for entry in entries if entry.is_dir())
 
 
 def shard_files(source: str | Path) -> list[Path]:
