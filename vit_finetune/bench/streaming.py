@@ -172,9 +172,7 @@ def _skip_rate(train, records: int) -> float:
 
 
 def memory(root: str | Path, steps: int = 500, batch_size: int = 32, workers: int = 2, interval: float = 1.0) -> dict:
-    """Run `scripts/train.py` streaming from the shards for `steps` steps; sample the memory of its processes."""
-    import psutil
-
+    """Run `scripts/train.py` streaming from the shards for `steps` steps; sample the memory of its processes (Linux /proc)."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "stream.yaml"
         config.write_text(yaml.safe_dump(_memory_run_tree(Path(root) / "shards", Path(folder) / "run", steps,
@@ -182,15 +180,15 @@ def memory(root: str | Path, steps: int = 500, batch_size: int = 32, workers: in
         start = time.perf_counter()
         process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        samples = _sample_memory(psutil.Process(process.pid), process, interval)
+        samples = _sample_memory(process, interval)
         stderr = process.stderr.read()
         seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"training exited {process.returncode}: {stderr[-2000:]}")
-    main, total = max(sample[0] for sample in samples), max(sample[1] for sample in samples)
-    return {"steps": steps, "batch_size": batch_size, "workers": workers, "seconds": seconds,
-            "peak_rss_main_gb": main / 2**30, "peak_pss_all_processes_gb": total / 2**30, "samples": len(samples),
-            "command": f"python -m vit_finetune.bench.streaming memory ROOT --steps {steps}"}
+    return {"steps": steps, "batch_size": batch_size, "workers": workers, "seconds": seconds, "samples": len(samples),
+            "peak_rss_main_gb": max(rss for rss, _ in samples) / 2**30,
+            "peak_pss_all_processes_gb": max(pss for _, pss in samples) / 2**30,
+            "command": f"python -m vit_finetune.bench.streaming memory ROOT --steps {steps} --workers {workers}"}
 
 
 def _memory_run_tree(shards: Path, output_dir: Path, steps: int, batch_size: int, workers: int) -> dict:
@@ -207,30 +205,36 @@ def _memory_run_tree(shards: Path, output_dir: Path, steps: int, batch_size: int
     }
 
 
-def _sample_memory(parent, process: subprocess.Popen, interval: float) -> list[tuple[int, int]]:
-    """(RSS of the training process, PSS of it and its DataLoader workers) every `interval` s until it exits.
+def _sample_memory(process: subprocess.Popen, interval: float) -> list[tuple[int, int]]:
+    """(RSS of the training process, PSS of it and all its descendants) every `interval` s until it exits.
 
-    PSS splits pages shared after fork between the processes sharing them, so the sum counts each once."""
-    import psutil
-
+    PSS divides each page shared after fork among the processes sharing it, so the sum counts it once."""
     samples = []
     while process.poll() is None:
-        try:
-            processes = [parent] + parent.children(recursive=True)
-            total = sum(_pss(child) for child in processes)
-            samples.append((parent.memory_info().rss, total))
-        except psutil.Error:
-            pass
+        pids = [process.pid] + _descendants(process.pid)
+        rss = _proc_kib(process.pid, "status", "VmRSS:")
+        if rss:
+            samples.append((rss * 1024, sum(_proc_kib(pid, "smaps_rollup", "Pss:") for pid in pids) * 1024))
         time.sleep(interval)
     return samples
 
 
-def _pss(process) -> int:
-    import psutil
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children += [int(child) for child in task.read_text().split()]
+        except OSError:
+            continue
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
+
+def _proc_kib(pid: int, name: str, field: str) -> int:
+    """A kB field of /proc/<pid>/<name> (0 once the process is gone)."""
     try:
-        return process.memory_full_info().pss
-    except psutil.Error:
+        line = next(line for line in Path(f"/proc/{pid}/{name}").read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1])
+    except (OSError, StopIteration, ValueError):
         return 0
 
 
