@@ -26,6 +26,7 @@ import argparse
 import io
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -137,8 +138,10 @@ def _images_per_second(dataset, size: int, batch_size: int, workers: int, images
     return seen / (time.perf_counter() - start)
 
 
-def throughput(root: str | Path, workers: list[int], images: int = 2000, size: int = 224, batch_size: int = 64) -> dict:
-    """Train-time input images/s from the shards (ours) and from the image files (naive), per worker count."""
+def throughput(root: str | Path, workers: list[int], images: int = 2000, size: int = 224, batch_size: int = 64,
+               rounds: int = 3) -> dict:
+    """Train-time input images/s from the shards (ours) and from the image files (naive), per worker count:
+    the median of `rounds` rounds, each timing every (path, workers) pair in turn, so load changes hit all alike."""
     from vit_finetune.data.config import DataConfig
     from vit_finetune.data.preprocess import PreprocessConfig
     from vit_finetune.data.sources import apply_train_augmentation, load_splits
@@ -148,16 +151,21 @@ def throughput(root: str | Path, workers: list[int], images: int = 2000, size: i
     splits = load_splits(DataConfig(dataset=str(root / "shards"), streaming=True, validation_fraction=0.0),
                          preprocess=PreprocessConfig(height=size, width=size))
     index_seconds = time.perf_counter() - start
-    ours = apply_train_augmentation(splits.train, _augment())
-    naive = NaiveImages(sorted((root / "images" / "train").rglob("*.jpg")), size)
-    rows = []
-    for count in workers:
-        rows.append({"workers": count,
-                     "ours_images_per_s": _images_per_second(ours, size, batch_size, count, images, shuffle=False),
-                     "naive_images_per_s": _images_per_second(naive, size, batch_size, count, images, shuffle=True)})
-        rows[-1]["speedup"] = rows[-1]["ours_images_per_s"] / rows[-1]["naive_images_per_s"]
-    return {"images": images, "size": size, "batch_size": batch_size, "train_examples": ours.estimated_size,
-            "load_splits_seconds": index_seconds, "skip_records_per_s": _skip_rate(ours, images), "rows": rows}
+    paths = {"ours": apply_train_augmentation(splits.train, _augment()),
+             "naive": NaiveImages(sorted((root / "images" / "train").rglob("*.jpg")), size)}
+    timings = {(name, count): [] for count in workers for name in paths}
+    for _ in range(rounds):
+        for name, count in timings:
+            timings[name, count].append(_images_per_second(paths[name], size, batch_size, count, images,
+                                                           shuffle=name == "naive"))
+    rows = [{"workers": count, "ours_images_per_s": statistics.median(timings["ours", count]),
+             "naive_images_per_s": statistics.median(timings["naive", count])} for count in workers]
+    for row in rows:
+        row["speedup"] = row["ours_images_per_s"] / row["naive_images_per_s"]
+    return {"images": images, "size": size, "batch_size": batch_size, "rounds": rounds,
+            "train_examples": paths["ours"].estimated_size, "load_splits_seconds": index_seconds,
+            "skip_records_per_s": _skip_rate(paths["ours"], images), "rows": rows, "all_rounds": {
+                f"{name}-{count}": values for (name, count), values in timings.items()}}
 
 
 def _skip_rate(train, records: int) -> float:
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     speed.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     speed.add_argument("--images", type=int, default=2000)
     speed.add_argument("--size", type=int, default=224)
+    speed.add_argument("--rounds", type=int, default=3)
     run = commands.add_parser("memory", help="peak memory of a streaming training run")
     run.add_argument("root")
     run.add_argument("--steps", type=int, default=500)
@@ -261,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "generate":
         result = {"root": str(generate(args.root, args.num_images, args.shard_size))}
     elif args.command == "throughput":
-        result = throughput(args.root, args.workers, args.images, args.size)
+        result = throughput(args.root, args.workers, args.images, args.size, rounds=args.rounds)
     else:
         result = memory(args.root, args.steps, workers=args.workers)
     print(json.dumps(result, indent=2))

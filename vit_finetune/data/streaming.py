@@ -364,9 +364,6 @@ def _sequential_splits(roles: Roles, config: DataConfig, seed: int, decoder: Dec
     if roles.validation is not None or carve.validation > 0:
         validation = _eval_stream(roles.validation or roles.train, carve, "validation", config, common)
     test = _eval_stream(roles.test or roles.train, carve, "test", config, common)
-    if (roles.validation is None and carve.validation > 0) or roles.test is None:
-        logger.warning("%s: evaluation splits carved out of the train stream read the train shards up to "
-                       "max_eval_samples examples each time; a data set's own splits are cheaper", roles.origin)
     return ImageSplits(train=train, validation=validation, test=test, label_names=columns.encoder.names, task=config.task)
 
 
@@ -387,9 +384,10 @@ def _eval_stream(split: RawSplit, carve: Carve, role: str, config: DataConfig, c
     carved = getattr(carve, role) > 0
     size = None if carved else _known_size(split)
     length = None if size is None else min(size, config.max_eval_samples or size)
-    if carved and config.max_eval_samples is None:
-        logger.warning("%s: the %s split carved out of the train stream reads the whole stream at each evaluation; "
-                       "set data.max_eval_samples", split.name, role)
+    if carved:
+        logger.warning("%s: the %s split is carved out of the train stream, so each evaluation reads the train "
+                       "stream until it has %s examples; a data set's own %s split is cheaper", split.name, role,
+                       config.max_eval_samples or "all its", role)
     return StreamingImageDataset(split.rows, **common, name=f"{split.name} ({role})" if carved else split.name,
                                  training=False, role=role if carved else None, carve=carve if carved else None,
                                  limit=config.max_eval_samples, length=length)
