@@ -23,7 +23,7 @@ def test_generator_writes_the_same_jpegs_as_imagefolder_and_shards(tmp_path):
 
 def test_throughput_times_both_paths(tmp_path):
     root = generate(tmp_path / "gen", num_images=40, shard_size=20)
-    result = throughput(root, workers=[0], images=16, size=64, batch_size=8, rounds=1)
-    assert result["train_examples"] == 40 and result["skip_records_per_s"] > 0
+    result = throughput(root, workers=[0], images=16, size=64, batch_size=8, rounds=1, large_images=2)
+    assert result["train_examples"] == 40 and result["skip_records_per_s"] > 0 and result["large_jpegs"]["draft_ms"] > 0
     row = result["rows"][0]
     assert row["ours_images_per_s"] > 0 and row["naive_images_per_s"] > 0

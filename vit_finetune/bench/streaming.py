@@ -13,8 +13,9 @@ same bytes (`shards/train-00000.tar`, ..., `shards/test-00000.tar`: `<key>.jpg` 
 shards (records read by `datasets`' webdataset builder, JPEG draft decode of the random-resized crop,
 flip, collate) with 0, 1 and 2 DataLoader workers, against the naive path on the same images from
 the imagefolder (full PIL decode, resize to 224, then the random-resized crop and flip, collate)
-with as many workers. It also times `load_splits` (the shard index) and the rate at which a resumed
-stream skips records without decoding them. `memory` runs `scripts/train.py` streaming from the
+with as many workers. It also times `load_splits` (the shard index), the rate at which a resumed
+stream skips records without decoding them, and the random-resized crop decode of large JPEGs
+(1000-2000 px a side, as from a camera) with and without draft mode. `memory` runs `scripts/train.py` streaming from the
 shards for a number of steps (a small ViT at 224 px, 2 workers) and samples, every second, the
 resident memory (RSS) of the training process and the proportional memory (PSS) of it and its
 DataLoader workers together.
@@ -52,15 +53,16 @@ NOISE_TILE = 1024
 class JpegMaker:
     """Deterministic JPEG bytes of one class: a smooth random colour field, a class tint, fine noise."""
 
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.noise = self.rng.integers(-24, 25, (NOISE_TILE, NOISE_TILE, 3)).astype(np.int16)  # (T, T, 3)
+    def __init__(self, seed: int, sides: tuple[int, int] = SIDE_RANGE):
+        self.rng, self.sides = np.random.default_rng(seed), sides
+        tile = max(NOISE_TILE, 2 * sides[1])
+        self.noise = self.rng.integers(-24, 25, (tile, tile, 3)).astype(np.int16)  # (T, T, 3)
 
     def __call__(self, label: int) -> bytes:
-        height, width = (int(side) for side in self.rng.integers(SIDE_RANGE[0], SIDE_RANGE[1] + 1, 2))
+        height, width = (int(side) for side in self.rng.integers(self.sides[0], self.sides[1] + 1, 2))
         field = Image.fromarray(self.rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
         tint = np.array([label * 25, 255 - label * 25, 128], dtype=np.int16) // 2
-        top, left = (int(v) for v in self.rng.integers(0, NOISE_TILE - SIDE_RANGE[1], 2))
+        top, left = (int(v) for v in self.rng.integers(0, len(self.noise) - self.sides[1], 2))
         pixels = np.asarray(field, dtype=np.int16) // 2 + tint + self.noise[top : top + height, left : left + width]
         buffer = io.BytesIO()
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
@@ -139,7 +141,7 @@ def _images_per_second(dataset, size: int, batch_size: int, workers: int, images
 
 
 def throughput(root: str | Path, workers: list[int], images: int = 2000, size: int = 224, batch_size: int = 64,
-               rounds: int = 3) -> dict:
+               rounds: int = 3, large_images: int = 100) -> dict:
     """Train-time input images/s from the shards (ours) and from the image files (naive), per worker count:
     the median of `rounds` rounds, each timing every (path, workers) pair in turn, so load changes hit all alike."""
     from vit_finetune.data.config import DataConfig
@@ -164,8 +166,26 @@ def throughput(root: str | Path, workers: list[int], images: int = 2000, size: i
         row["speedup"] = row["ours_images_per_s"] / row["naive_images_per_s"]
     return {"images": images, "size": size, "batch_size": batch_size, "rounds": rounds,
             "train_examples": paths["ours"].estimated_size, "load_splits_seconds": index_seconds,
-            "skip_records_per_s": _skip_rate(paths["ours"], images), "rows": rows, "all_rounds": {
+            "skip_records_per_s": _skip_rate(paths["ours"], images), "large_jpegs": draft_gain(large_images, size=size), "rows": rows,
+            "all_rounds": {
                 f"{name}-{count}": values for (name, count), values in timings.items()}}
+
+
+def draft_gain(count: int = 100, sides: tuple[int, int] = (1000, 2000), size: int = 224) -> dict:
+    """Random-resized crops of large JPEGs (sides uniform in `sides`, as from a camera): draft decode vs full decode."""
+    from vit_finetune.data.draft import decode_random_crop
+
+    make = JpegMaker(seed=2, sides=sides)
+    jpegs = [make(index % NUM_CLASSES) for index in range(count)]
+    seconds = {}
+    for use_draft in (True, False, True, False):  # interleaved, the second of each counts
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        for jpeg in jpegs:
+            decode_random_crop(jpeg, "bench.jpg", (size, size), (0.08, 1.0), (3 / 4, 4 / 3), use_draft=use_draft)
+        seconds[use_draft] = time.perf_counter() - start
+    return {"images": count, "sides": list(sides), "draft_ms": 1e3 * seconds[True] / count,
+            "full_decode_ms": 1e3 * seconds[False] / count, "speedup": seconds[False] / seconds[True]}
 
 
 def _skip_rate(train, records: int) -> float:
