@@ -202,7 +202,7 @@ def load_splits(config: DataConfig, seed: int = 42, preprocess: PreprocessConfig
 # ---- columns and labels ----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Columns:
     """Where a data set's images and labels are, and the label encoding shared by all its splits."""
 
@@ -214,19 +214,29 @@ class Columns:
         return next((example[name] for name in self.images if example.get(name) is not None), None)
 
 
+def dataset_columns(roles: Roles, config: DataConfig) -> Columns:
+    """The columns of the train split, the class names, and (ClassLabel data) the same classes in every split."""
+    images, label = detect_columns(roles.train.rows, config, roles.train.name)
+    columns = Columns(images=images, label=label, encoder=class_encoder(roles, label, config))
+    if columns.encoder.ids_are_positions:
+        check_same_classes(present_roles(roles), label, config)
+    return columns
+
+
+def present_roles(roles: Roles) -> dict[str, RawSplit]:
+    """The roles the data set provides (the others are carved out of train)."""
+    return {role: split for role, split in (("train", roles.train), ("validation", roles.validation),
+                                           ("test", roles.test)) if split is not None}
+
+
 def prepare_roles(roles: Roles, config: DataConfig) -> tuple[dict[str, datasets.Dataset], list[str]]:
     """The present roles' rows as (image: undecoded `Image`, label: ClassLabel or list of them), and the class names."""
-    columns = detect_columns(roles.train.rows, config, roles.train.name)
-    columns.encoder = class_encoder(roles, columns.label, config)
-    present = {role: split for role, split in (("train", roles.train), ("validation", roles.validation),
-                                               ("test", roles.test)) if split is not None}
-    prepared = {role: _prepare(split, columns, config.task) for role, split in present.items()}
-    if columns.encoder.ids_are_positions:
-        _check_same_classes(present, columns.label, config)
+    columns = dataset_columns(roles, config)
+    prepared = {role: _prepare(split, columns, config.task) for role, split in present_roles(roles).items()}
     return prepared, columns.encoder.names
 
 
-def detect_columns(rows, config: DataConfig, name: str) -> Columns:
+def detect_columns(rows, config: DataConfig, name: str) -> tuple[list[str], LabelColumn]:
     """The image column(s) (`data.image_column`, else the `Image` features) and the label column."""
     features = rows.features
     if features is None:
@@ -240,7 +250,7 @@ def detect_columns(rows, config: DataConfig, name: str) -> Columns:
     if not images or (len(images) > 1 and not all(column in IMAGE_MEMBERS for column in images)):
         problem = "no" if not images else f"several ({images})"
         raise DataError(f"{name}: {problem} image column (Image feature) in columns {list(features)}; set data.image_column")
-    return Columns(images=images, label=find_label_column(features, config.label_column, name), encoder=None)
+    return images, find_label_column(features, config.label_column, name)
 
 
 def class_encoder(roles: Roles, label: LabelColumn, config: DataConfig) -> LabelEncoder:
@@ -294,7 +304,7 @@ def _encode_batch(batch: dict, indices: list[int], columns: Columns, name: str) 
     return {"image": images, "label": labels}
 
 
-def _check_same_classes(splits: dict[str, RawSplit], label: LabelColumn, config: DataConfig) -> None:
+def check_same_classes(splits: dict[str, RawSplit], label: LabelColumn, config: DataConfig) -> None:
     names = {role: feature_names(split.rows.features[label.column]) for role, split in splits.items()}
     for role, role_names in names.items():
         if role_names != names["train"]:
@@ -331,7 +341,7 @@ def decode_split(rows: datasets.Dataset, split: str, cache: Path, resize_to: Pre
     if resize_to is None:
         raise DataError(f"{split}: images differ in size; pass load_splits(..., preprocess=<PreprocessConfig>) "
                         "to resize them at decode")
-    return _decode_to(rows, split, resized, resize_to, _decoded_size(resize_to, split))
+    return _decode_to(rows, split, resized, resize_to, decoded_size(resize_to, split))
 
 
 def _cache_file(cache: Path, rows: datasets.Dataset, resize_to: PreprocessConfig | None) -> Path:
@@ -344,7 +354,7 @@ def _cache_file(cache: Path, rows: datasets.Dataset, resize_to: PreprocessConfig
     return cache / f"decoded-{rows._fingerprint}-{geometry}.arrow"
 
 
-def _decoded_size(resize_to: PreprocessConfig, split: str) -> tuple[int, int]:
+def decoded_size(resize_to: PreprocessConfig, split: str) -> tuple[int, int]:
     if resize_to.do_center_crop:
         return resize_to.crop_height, resize_to.crop_width
     if resize_to.do_resize and resize_to.shortest_edge is None:
@@ -372,7 +382,7 @@ def _decode_batch(batch: dict, indices: list[int], split: str, resize_to: Prepro
                   size: tuple[int, int]) -> dict:
     pixels, sources, errors = [], [], []
     for image, index in zip(batch["image"], indices):
-        source, data = _image_source(image, split, index)
+        source, data = image_source(image, split, index)
         try:
             pixels.append(pil_to_pixels(open_image(data, name=source), resize_to).numpy())
             errors.append("")
@@ -383,7 +393,7 @@ def _decode_batch(batch: dict, indices: list[int], split: str, resize_to: Prepro
     return {"pixels": pixels, "labels": batch["label"], "source": sources, "error": errors}
 
 
-def _image_source(image: dict, split: str, index: int) -> tuple[str, str | bytes]:
+def image_source(image: dict, split: str, index: int) -> tuple[str, str | bytes]:
     """(name for messages, what to open) of an undecoded `Image` value; embedded bytes win over paths."""
     if image.get("bytes"):
         return image.get("path") or f"{split}[{index}]", image["bytes"]
@@ -394,7 +404,7 @@ def uniform_size(rows: datasets.Dataset) -> tuple[int, int] | None:
     """(H, W) shared by every readable image (headers only), or None if sizes differ."""
     sizes = set()
     for index, image in enumerate(rows.select_columns(["image"]).with_format("arrow")[:]["image"].to_pylist()):
-        sizes.add(_header_size(*_image_source(image, "", index)))
+        sizes.add(_header_size(*image_source(image, "", index)))
         sizes.discard(None)
         if len(sizes) > 1:
             return None

@@ -39,6 +39,7 @@ workers; the skip costs a read of what was consumed (the README has the rate).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -62,8 +63,8 @@ from .images import ImageFileError, open_image
 from .labels import multi_hot
 from .layouts import RawSplit, Roles, assign_roles, load_raw
 from .preprocess import PreprocessConfig, pil_to_pixels
-from .sources import (Columns, ImageSplits, _check_same_classes, _decoded_size, _image_source, class_encoder,
-                      detect_columns, label_array, example_label, prepare_roles, split_roles)
+from .sources import (Columns, ImageSplits, dataset_columns, decoded_size, example_label, image_source, label_array,
+                      prepare_roles, split_roles)
 
 logger = logging.getLogger(__name__)
 DECODE_CHUNK = 32  # examples decoded, then augmented as one batch, at a time
@@ -109,7 +110,7 @@ class Decoder:
 def make_decoder(preprocess: PreprocessConfig | None, config: DataConfig) -> Decoder:
     if preprocess is None:
         raise ValueError("streaming decodes at the model's input size: pass load_splits(..., preprocess=cfg)")
-    return Decoder(preprocess=preprocess, size=_decoded_size(preprocess, "streaming"), on_bad_image=config.on_bad_image)
+    return Decoder(preprocess=preprocess, size=decoded_size(preprocess, "streaming"), on_bad_image=config.on_bad_image)
 
 
 def _augmenter(cfg: AugmentConfig):
@@ -151,7 +152,7 @@ class LazyImageDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
         images = self._images[list(indices)]["image"]
-        items = [(*_image_source(image, "row", index), example_label(self._labels, index))
+        items = [(*image_source(image, "row", index), example_label(self._labels, index))
                  for image, index in zip(images, indices)]
         return _decode_chunk(items, self.decoder, self.transform)
 
@@ -161,7 +162,7 @@ class LazyImageDataset(torch.utils.data.Dataset):
 
     @property
     def sources(self) -> list[str]:
-        return [_image_source(image, "row", index)[0] for index, image in enumerate(self._images["image"])]
+        return [image_source(image, "row", index)[0] for index, image in enumerate(self._images["image"])]
 
     def with_augmentation(self, cfg: AugmentConfig) -> "LazyImageDataset":
         decoder, rest = self.decoder.for_training(cfg)
@@ -233,15 +234,10 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         self.start_batches = batches
 
     def with_augmentation(self, cfg: AugmentConfig) -> "StreamingImageDataset":
-        copy = self._copy()
-        copy.decoder, rest = self.decoder.for_training(cfg)
-        copy.transform = _augmenter(rest)
-        return copy
-
-    def _copy(self) -> "StreamingImageDataset":
-        copy = object.__new__(StreamingImageDataset)
-        copy.__dict__.update(self.__dict__)
-        return copy
+        augmented = copy.copy(self)
+        augmented.decoder, rest = self.decoder.for_training(cfg)
+        augmented.transform = _augmenter(rest)
+        return augmented
 
     # ---- iteration (in each DataLoader worker) ---------------------------------------------
 
@@ -290,7 +286,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         where = f"{example.get('__url__') or self.name}: example {example.get('__key__') or index}"
         if image is None:
             raise DataError(f"{where}: no image")
-        name, data = _image_source(image, where, index)
+        name, data = image_source(image, where, index)
         ids = self.columns.encoder.encode(self.columns.label.read(example), where)
         label = ids if isinstance(ids, int) else torch.from_numpy(multi_hot(ids, self.num_labels))
         return name, data, label
@@ -350,12 +346,7 @@ def _as_streams(roles: Roles) -> Roles:
 
 
 def _sequential_splits(roles: Roles, config: DataConfig, seed: int, decoder: Decoder) -> ImageSplits:
-    columns = detect_columns(roles.train.rows, config, roles.train.name)
-    columns.encoder = class_encoder(roles, columns.label, config)
-    if columns.encoder.ids_are_positions:
-        _check_same_classes({role: split for role, split in (("train", roles.train), ("validation", roles.validation),
-                                                             ("test", roles.test)) if split is not None},
-                            columns.label, config)
+    columns = dataset_columns(roles, config)
     carve = Carve(seed, test=config.test_fraction if roles.test is None else 0.0,
                   validation=config.validation_fraction if roles.validation is None else 0.0)
     common = dict(columns=columns, decoder=decoder, num_labels=len(columns.encoder.names), seed=seed)
