@@ -172,3 +172,10 @@ def test_streaming_with_workers_is_deterministic(shards, tmp_path):
         return [batch["pixel_values"] for batch in batches(train, 4, workers=2)]
 
     assert all(torch.equal(a, b) for a, b in zip(run(), run()))
+
+
+def test_max_train_samples_limits_each_stream_epoch(shards, tmp_path):
+    train = load_splits(stream_config(shards, tmp_path, max_train_samples=10), 0, CFG).train
+    assert train.estimated_size == 10
+    seen = fingerprints(batches(apply_train_augmentation(train, NO_AUGMENT), 5))
+    assert len(set(seen[:10])) == 10 and set(seen[10:]) == set(seen[:10])  # the same 10 examples every epoch

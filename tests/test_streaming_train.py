@@ -8,6 +8,7 @@ import torch
 from data_helpers import make_shards
 from train_helpers import tiny_run_tree, weights
 from vit_finetune.config import run_config_from_dict
+from vit_finetune.evaluation import evaluate_checkpoint
 from vit_finetune.training.run import train
 
 CLASSES = ("red", "green", "blue", "yellow")
@@ -50,3 +51,6 @@ def test_epochs_of_a_known_stream_become_steps_with_evaluation_each_epoch(shards
     assert [entry["step"] for entry in log if "eval_accuracy" in entry] == [6, 12]
     assert sorted(path.name for path in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
     assert "test_accuracy" in result.metrics and result.metrics["best_validation_accuracy"] is not None
+    evaluated = evaluate_checkpoint(tmp_path / "run", output_dir=tmp_path / "eval")  # streams the test split again
+    assert evaluated.results["num_images"] == 16
+    assert evaluated.results["accuracy"] == pytest.approx(result.metrics["test_accuracy"], abs=1e-6)
