@@ -16,7 +16,8 @@ the imagefolder (full PIL decode, resize to 224, then the random-resized crop an
 with as many workers. It also times `load_splits` (the shard index), the rate at which a resumed
 stream skips records without decoding them, and the random-resized crop decode of large JPEGs
 (1000-2000 px a side, as from a camera) with and without draft mode. `memory` runs `scripts/train.py` streaming from the
-shards for a number of steps (a small ViT at 224 px, 2 workers) and samples, every second, the
+shards for a number of steps (a small ViT at 224 px, 2 workers, checkpoints halfway and at the end,
+the first 1 000 test images evaluated at the end) and samples, every second, the
 resident memory (RSS) of the training process and the proportional memory (PSS) of it and its
 DataLoader workers together.
 """
@@ -220,15 +221,16 @@ def memory(root: str | Path, steps: int = 500, batch_size: int = 32, workers: in
 
 
 def _memory_run_tree(shards: Path, output_dir: Path, steps: int, batch_size: int, workers: int) -> dict:
-    """A small ViT at 224 px (patch 32) so that 500 steps fit a CPU; the input pipeline is the full-size one."""
+    """A small ViT at 224 px (patch 32) so that 500 steps fit a CPU; the input pipeline is the full-size one.
+    The data set's own test split (the first 1 000) is evaluated at the end; checkpoints halfway and at the end."""
     return {
         "model": {"checkpoint": None, "arch": "vit", "size": "tiny", "image_size": 224, "patch_size": 32,
                   "hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 192},
-        "data": {"dataset": str(shards), "streaming": True, "max_eval_samples": 512,
+        "data": {"dataset": str(shards), "streaming": True, "validation_fraction": 0.0, "max_eval_samples": 1000,
                  "augment": {"crop": "random_resized", "horizontal_flip": True}},
         "training": {"output_dir": str(output_dir), "max_steps": steps, "per_device_train_batch_size": batch_size,
-                     "per_device_eval_batch_size": 64, "eval_strategy": "steps", "eval_steps": steps // 2,
-                     "save_strategy": "no", "load_best_model_at_end": False, "dataloader_num_workers": workers,
+                     "per_device_eval_batch_size": 64, "save_strategy": "steps", "save_steps": steps // 2,
+                     "dataloader_num_workers": workers,
                      "logging_steps": 50, "learning_rate": 1e-3, "precision": "fp32", "seed": 0},
     }
 

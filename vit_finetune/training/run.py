@@ -71,12 +71,12 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         check_resume_pickles(resume_from)
-    args = build_training_arguments(run, has_validation=True)  # as configured; final once the splits are known
+    args = build_training_arguments(run)  # the final ones once the splits are known
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
-    extra = streaming_arguments(args, splits.train) if is_stream(splits.train) else {}
+    extra = streaming_arguments(args, splits.train, configured_arguments(run)) if is_stream(splits.train) else {}
     args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
     model = build_model(run.model, splits.id2label)
     choose_attn_implementation(model, run.model, args)
@@ -117,13 +117,18 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     return output
 
 
+def configured_arguments(run: RunConfig) -> dict[str, Any]:
+    """Our `TrainingArguments` defaults with the config's on top."""
+    return {**DEFAULT_ARGUMENTS, **run.training.arguments}
+
+
 def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None,
                              has_validation: bool | None = None) -> TrainingArguments:
     """TrainingArguments from the config, our defaults and the resolved precision (`extra` on top).
 
     Without a validation split (`has_validation`; before the data is loaded: validation_fraction > 0)
     there is no evaluation during training and no best model."""
-    arguments = {**DEFAULT_ARGUMENTS, **run.training.arguments, **(extra or {})}
+    arguments = {**configured_arguments(run), **(extra or {})}
     if not (run.data.validation_fraction > 0 if has_validation is None else has_validation):
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
     arguments.update(trainer_precision_flags(resolve_precision(run.training.precision, "training.precision")))

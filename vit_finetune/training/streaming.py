@@ -46,10 +46,10 @@ def streaming_dataloader(trainer) -> DataLoader:
                                non_blocking=accelerator.non_blocking)
 
 
-def streaming_arguments(args: TrainingArguments, train: StreamingImageDataset) -> dict:
+def streaming_arguments(args: TrainingArguments, train: StreamingImageDataset, configured: dict) -> dict:
     """`TrainingArguments` settings for a stream: steps from epochs when no `max_steps` is set, evaluation and
-    checkpoints every data epoch instead of "epoch" (which would mean once, at the end), and no batch skipping
-    by the Trainer on resume (`StreamPosition` fast-forwards the stream instead)."""
+    checkpoints every data epoch where `configured` says "epoch" (which would mean once, at the end), and no
+    batch skipping by the Trainer on resume (`StreamPosition` fast-forwards the stream instead)."""
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
     settings = {"ignore_data_skip": True}
     if args.max_steps <= 0:
@@ -59,7 +59,7 @@ def streaming_arguments(args: TrainingArguments, train: StreamingImageDataset) -
     if train.estimated_size is not None:
         epoch_steps = max(1, math.ceil(train.estimated_size / (args.world_size * per_step)))
         for strategy, steps in (("eval_strategy", "eval_steps"), ("save_strategy", "save_steps")):
-            if getattr(args, strategy) == "epoch":
+            if configured.get(strategy) == "epoch":
                 settings |= {strategy: "steps", steps: epoch_steps}
     return settings
 
