@@ -27,3 +27,16 @@ def test_throughput_times_both_paths(tmp_path):
     assert result["train_examples"] == 40 and result["skip_records_per_s"] > 0 and result["large_jpegs"]["draft_ms"] > 0
     row = result["rows"][0]
     assert row["ours_images_per_s"] > 0 and row["naive_images_per_s"] > 0
+
+
+def test_memory_run_config_trains_on_a_tiny_set(tmp_path):
+    """The memory part's run config (our defaults' best-model tracking, no validation split, step checkpoints)."""
+    from vit_finetune.bench.streaming import _memory_run_tree
+    from vit_finetune.config import run_config_from_dict
+    from vit_finetune.training.run import train
+
+    root = generate(tmp_path / "gen", num_images=40, shard_size=20)
+    tree = _memory_run_tree(root / "shards", tmp_path / "run", steps=4, batch_size=4, workers=0)
+    tree["model"] |= {"image_size": 64, "patch_size": 16}
+    result = train(run_config_from_dict(tree))
+    assert result.metrics["test_samples_per_second"] > 0 and (tmp_path / "run" / "checkpoint-4").is_dir()
