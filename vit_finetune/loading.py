@@ -4,8 +4,8 @@
     logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), resolve_precision("auto"))
 
 Accepted folders: a training output (`save_classifier` + `preprocessor_config.json` + `run_config.yaml`),
-any `checkpoint-N` inside one (its run config is read from the parent), an HF-native
-`ViTForImageClassification` / `SiglipForImageClassification` folder, or a project-format folder
+any `checkpoint-N` inside one (its run config is read from the parent), an HF-native folder of a
+supported family (`ViTForImageClassification`, `Dinov2ForImageClassification`, ...), or a project-format folder
 (`"format": "vit_finetune"` in `config.json`). Weights are read by `modeling.hub` (safetensors; pickles
 only with `weights_only=True`). Evaluation and prediction both start here; this module imports neither
 `datasets` nor the Trainer, so prediction starts fast.
@@ -50,8 +50,10 @@ class LoadedModel:
 def load_for_inference(name_or_dir: str | Path) -> LoadedModel:
     """Load the model, preprocessing settings and (if recorded) run config of a folder or hub id."""
     model_dir = find_model_dir(name_or_dir)
-    model = load_classifier(model_dir)
-    return LoadedModel(model=model, preprocess=load_preprocess(model_dir, model),
+    processor = PreprocessConfig.from_pretrained(model_dir) if (model_dir / PROCESSOR_FILE).is_file() else None
+    # at the processor's input size: DINOv2 checkpoints store positions for 518 px and crop 224
+    model = load_classifier(model_dir, image_size=processor.square_output_size() if processor else None)
+    return LoadedModel(model=model, preprocess=processor or default_preprocess(model_dir, model),
                        run_config=read_resolved_config(model_dir), model_dir=model_dir)
 
 
@@ -67,10 +69,8 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
         raise CheckpointError(message) from None
 
 
-def load_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:
-    """The folder's `preprocessor_config.json`; without one, the defaults at the model's resolution."""
-    if (model_dir / PROCESSOR_FILE).is_file():
-        return PreprocessConfig.from_pretrained(model_dir)
+def default_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:
+    """For a folder without `preprocessor_config.json`: the defaults at the model's resolution."""
     size = model.config.encoder.image_size
     logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
     return PreprocessConfig(height=size, width=size)
