@@ -77,7 +77,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     args = build_training_arguments(run)  # the final ones once the splits are known
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
-    splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
+    splits = load_data(run, args, preprocess)
     check_trainable(splits, run.data.dataset)
     extra = streaming_arguments(args, splits.train, configured_arguments(run)) if is_stream(splits.train) else {}
     args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
@@ -93,6 +93,15 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
+
+
+def load_data(run: RunConfig, args: TrainingArguments, preprocess) -> ImageSplits:
+    """`load_splits`; in a multi-process run the main process of each node decodes the pixel cache first
+    and the others wait, then read its file (a stream writes nothing and loads everywhere at once)."""
+    if run.data.streaming:
+        return load_splits(run.data, seed=args.seed, preprocess=preprocess)
+    with args.main_process_first(local=True, desc="decoding the data set"):
+        return load_splits(run.data, seed=args.seed, preprocess=preprocess)
 
 
 def check_trainable(splits: ImageSplits, dataset: str) -> None:
