@@ -96,6 +96,39 @@ def test_eval_stream_decodes_as_the_cached_path_and_as_the_processor(shards, tmp
     assert (streamed[0]["pixel_values"] - expected).abs().max() <= 0.02
 
 
+def crop_processor():
+    """A CLIP-style processor: shortest edge, then a centre crop (a second resize of its output would differ)."""
+    from transformers import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 24}, crop_size={"height": 20, "width": 20})
+    return processor, PreprocessConfig.from_dict(processor.to_dict())
+
+
+def assert_as_the_processor(split, sources: list, processor, cfg: PreprocessConfig) -> None:
+    batch = next(iter(torch.utils.data.DataLoader(split, batch_size=4, collate_fn=ImageCollator(cfg))))
+    expected = processor([open_image(source) for source in sources[:4]], return_tensors="pt")["pixel_values"]
+    assert batch["pixel_values"].shape == expected.shape == (4, 3, 20, 20)
+    assert (batch["pixel_values"] - expected).abs().max() <= 0.02
+
+
+def test_eval_stream_follows_a_shortest_edge_and_centre_crop_processor(shards, tmp_path):
+    processor, cfg = crop_processor()
+    assert_as_the_processor(load_splits(stream_config(shards, tmp_path), 0, cfg).test, _test_sources(shards),
+                            processor, cfg)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_mixed_sizes_resized_at_decode_follow_a_centre_crop_processor(tmp_path, streaming):
+    """Cached (resized at decode) and lazily decoded splits of mixed sizes are cropped once, as the processor does."""
+    root = make_image_folder(tmp_path / "data", CLASSES, per_class=4, size=(30, 40))
+    for path in sorted((root / "test").rglob("*.png"))[::2]:
+        open_image(str(path)).resize((36, 28)).save(path)
+    processor, cfg = crop_processor()
+    config = DataConfig(dataset=str(root), cache_dir=str(tmp_path / "cache"), streaming=streaming, validation_fraction=0.0)
+    test = load_splits(config, 0, cfg).test
+    assert_as_the_processor(test, test.sources, processor, cfg)
+
+
 def _test_sources(root) -> list[bytes]:
     import tarfile
 

@@ -45,6 +45,9 @@ class BufferPool:
         return {"capacity": self.capacity, "buffers": []}
 
 
+AT_MODEL_SIZE = "at_model_size"  # example key: pixels resized (and cropped) to the model's input at decode
+
+
 class ImageCollator:
     """list of {"pixels": uint8 (3, H, W), "labels": int or float (K,)} -> {"pixel_values", "labels"}.
 
@@ -55,6 +58,7 @@ class ImageCollator:
 
     def __init__(self, cfg: PreprocessConfig):
         self.cfg = cfg
+        self.model_size_cfg = cfg.at_model_size()
         self.pool = BufferPool()
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -64,8 +68,9 @@ class ImageCollator:
                              "load_splits(..., preprocess=cfg) so mixed sizes are resized at decode")
         pixels = torch.stack([example["pixels"] for example in examples])  # (B, 3, H, W) uint8
         labels = collate_labels([example["labels"] for example in examples])  # (B,) or (B, K)
-        out = self.pool.take((len(examples), 3, *self.cfg.output_size(*pixels.shape[-2:])))
-        return {"pixel_values": preprocess_batch(pixels, self.cfg, out=out), "labels": labels}
+        cfg = self.model_size_cfg if examples[0].get(AT_MODEL_SIZE) else self.cfg
+        out = self.pool.take((len(examples), 3, *cfg.output_size(*pixels.shape[-2:])))
+        return {"pixel_values": preprocess_batch(pixels, cfg, out=out), "labels": labels}
 
 
 def collate_labels(labels: list) -> torch.Tensor:

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from .augment import augment_batch
+from .collate import AT_MODEL_SIZE
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .images import ImageFileError, open_image
@@ -51,6 +52,7 @@ from .shard_index import IMAGE_MEMBERS
 logger = logging.getLogger(__name__)
 DECODE_BATCH = 500
 MAX_LISTED_ERRORS = 20
+NATIVE = "native"  # the decode-time geometry of a split stored at its own image size
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -68,6 +70,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.rows, self.transform, self.num_labels = rows, transform, num_labels
         self._pixels = PixelStore(rows)
         self._labels = label_array(rows, num_labels)  # (N,) int64, or (N, K) float32 multi-hot
+        self._marks = {AT_MODEL_SIZE: True} if decoded_at_model_size(rows) else {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -79,7 +82,8 @@ class ImageDataset(torch.utils.data.Dataset):
         pixels = torch.from_numpy(self._pixels.take(indices))  # (B, 3, H, W) uint8
         if self.transform is not None:
             pixels = self.transform(pixels)
-        return [{"pixels": p, "labels": example_label(self._labels, i)} for p, i in zip(pixels.unbind(0), indices)]
+        return [{"pixels": p, "labels": example_label(self._labels, i), **self._marks}
+                for p, i in zip(pixels.unbind(0), indices)]
 
     @property
     def labels(self) -> list:
@@ -345,13 +349,19 @@ def decode_split(rows: datasets.Dataset, split: str, cache: Path, resize_to: Pre
 
 
 def _cache_file(cache: Path, rows: datasets.Dataset, resize_to: PreprocessConfig | None) -> Path:
-    """Cache file of a split: its source fingerprint + the decode-time geometry ("native": none)."""
-    geometry = "native"
+    """Cache file of a split: its source fingerprint + the decode-time geometry (NATIVE: none)."""
+    geometry = NATIVE
     if resize_to is not None:
         settings = [resize_to.height, resize_to.width, resize_to.shortest_edge, resize_to.resample,
                     resize_to.do_resize, resize_to.do_center_crop, resize_to.crop_height, resize_to.crop_width]
         geometry = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     return cache / f"decoded-{rows._fingerprint}-{geometry}.arrow"
+
+
+def decoded_at_model_size(rows: datasets.Dataset) -> bool:
+    """Whether decoded rows were resized (and cropped) to the model's input at decode (a split of mixed
+    sizes): their cache file is named by that geometry instead of "native"."""
+    return bool(rows.cache_files) and not rows.cache_files[0]["filename"].endswith(f"-{NATIVE}.arrow")
 
 
 def decoded_size(resize_to: PreprocessConfig, split: str) -> tuple[int, int]:

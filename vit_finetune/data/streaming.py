@@ -56,6 +56,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from .augment import augment_batch
+from .collate import AT_MODEL_SIZE
 from .config import AugmentConfig, DataConfig
 from .draft import decode_random_crop
 from .errors import DataError
@@ -126,7 +127,7 @@ def _decode_chunk(items: list[tuple[str, Any, Any]], decoder: Decoder, transform
     pixels = torch.stack([pixels for pixels, _ in decoded])  # (B, 3, h, w) uint8
     if transform is not None:
         pixels = transform(pixels)
-    return [{"pixels": image, "labels": label} for image, (_, label) in zip(pixels.unbind(0), decoded)]
+    return [{"pixels": image, "labels": label, AT_MODEL_SIZE: True} for image, (_, label) in zip(pixels.unbind(0), decoded)]
 
 
 # ---- random access: LazyImageDataset -----------------------------------------------------------
