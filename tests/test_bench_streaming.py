@@ -2,7 +2,7 @@
 
 import tarfile
 
-from vit_finetune.bench.streaming import NUM_CLASSES, SIDE_RANGE, generate, throughput
+from vit_finetune.bench.streaming import NUM_CLASSES, SIDE_RANGE, cpu_cost, generate, throughput
 from vit_finetune.data.images import open_image
 
 
@@ -27,6 +27,13 @@ def test_throughput_times_both_paths(tmp_path):
     assert result["train_examples"] == 40 and result["skip_records_per_s"] > 0 and result["large_jpegs"]["draft_ms"] > 0
     row = result["rows"][0]
     assert row["ours_images_per_s"] > 0 and row["naive_images_per_s"] > 0
+
+
+def test_cpu_cost_of_both_paths(tmp_path):
+    root = generate(tmp_path / "gen", num_images=40, shard_size=20)
+    result = cpu_cost(root, images=16, size=64, batch_size=8)
+    ours, naive = result["ours_cpu_ms_per_image"], result["naive_cpu_ms_per_image"]
+    assert ours > 0 and naive > 0 and result["naive_over_ours"] == naive / ours
 
 
 def test_memory_run_config_trains_on_a_tiny_set(tmp_path):

@@ -2,6 +2,7 @@
 
     python -m vit_finetune.bench.streaming generate /tmp/stream-data --num-images 100000   # once, ~20 min/core
     python -m vit_finetune.bench.streaming throughput /tmp/stream-data --workers 0 1 2
+    python -m vit_finetune.bench.streaming cost /tmp/stream-data --images 1000
     python -m vit_finetune.bench.streaming memory /tmp/stream-data --steps 500
 
 `generate` writes a synthetic data set of JPEGs of mixed sizes (each side uniform in 160-500 px,
@@ -15,11 +16,12 @@ flip, collate) with 0, 1 and 2 DataLoader workers, against the naive path on the
 the imagefolder (full PIL decode, resize to 224, then the random-resized crop and flip, collate)
 with as many workers. It also times `load_splits` (the shard index), the rate at which a resumed
 stream skips records without decoding them, and the random-resized crop decode of large JPEGs
-(1000-2000 px a side, as from a camera) with and without draft mode. `memory` runs `scripts/train.py` streaming from the
-shards for a number of steps (a small ViT at 224 px, 2 workers, checkpoints halfway and at the end,
-the first 1 000 test images evaluated at the end) and samples, every second, the
-resident memory (RSS) of the training process and the proportional memory (PSS) of it and its
-DataLoader workers together.
+(1000-2000 px a side, as from a camera) with and without draft mode. `cost` gives the CPU time per
+image of both paths without workers (process time: the per-core cost, even on a shared machine).
+`memory` runs `scripts/train.py` streaming from the shards for a number of steps (a small ViT at
+224 px, 2 workers, checkpoints halfway and at the end, the first 1 000 test images evaluated at the
+end) and samples, every second, the resident memory (RSS) of the training process and the
+proportional memory (PSS) of it and its DataLoader workers together.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ class NaiveImages(torch.utils.data.Dataset):
         return {"pixels": augment_batch(pixels[None], _augment())[0], "labels": 0}
 
 
-def _images_per_second(dataset, size: int, batch_size: int, workers: int, images: int, shuffle: bool) -> float:
+def _timed_batches(dataset, size: int, batch_size: int, workers: int, images: int, shuffle: bool) -> dict:
+    """Images collated after the first batch, with the wall time and this process's CPU time they took."""
     from vit_finetune.data.collate import ImageCollator
     from vit_finetune.data.preprocess import PreprocessConfig
 
@@ -135,27 +138,37 @@ def _images_per_second(dataset, size: int, batch_size: int, workers: int, images
                                          collate_fn=ImageCollator(PreprocessConfig(height=size, width=size)))
     batches = iter(loader)
     next(batches)  # worker start-up, first reads
-    start, seen = time.perf_counter(), 0
+    start, cpu_start, seen = time.perf_counter(), time.process_time(), 0
     while seen < images:
         seen += len(next(batches)["labels"])
-    return seen / (time.perf_counter() - start)
+    return {"images": seen, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
+
+
+def _images_per_second(dataset, size: int, batch_size: int, workers: int, images: int, shuffle: bool) -> float:
+    timed = _timed_batches(dataset, size, batch_size, workers, images, shuffle)
+    return timed["images"] / timed["seconds"]
+
+
+def _input_paths(root: Path, size: int) -> tuple[dict, float]:
+    """The two train-time input paths over the same images ({"ours": shards, "naive": image files}) and the
+    seconds `load_splits` took to index the shards."""
+    from vit_finetune.data.config import DataConfig
+    from vit_finetune.data.preprocess import PreprocessConfig
+    from vit_finetune.data.sources import apply_train_augmentation, load_splits
+
+    start = time.perf_counter()
+    splits = load_splits(DataConfig(dataset=str(root / "shards"), streaming=True, validation_fraction=0.0),
+                         preprocess=PreprocessConfig(height=size, width=size))
+    index_seconds = time.perf_counter() - start
+    return {"ours": apply_train_augmentation(splits.train, _augment()),
+            "naive": NaiveImages(sorted((root / "images" / "train").rglob("*.jpg")), size)}, index_seconds
 
 
 def throughput(root: str | Path, workers: list[int], images: int = 2000, size: int = 224, batch_size: int = 64,
                rounds: int = 3, large_images: int = 100) -> dict:
     """Train-time input images/s from the shards (ours) and from the image files (naive), per worker count:
     the median of `rounds` rounds, each timing every (path, workers) pair in turn, so load changes hit all alike."""
-    from vit_finetune.data.config import DataConfig
-    from vit_finetune.data.preprocess import PreprocessConfig
-    from vit_finetune.data.sources import apply_train_augmentation, load_splits
-
-    root = Path(root)
-    start = time.perf_counter()
-    splits = load_splits(DataConfig(dataset=str(root / "shards"), streaming=True, validation_fraction=0.0),
-                         preprocess=PreprocessConfig(height=size, width=size))
-    index_seconds = time.perf_counter() - start
-    paths = {"ours": apply_train_augmentation(splits.train, _augment()),
-             "naive": NaiveImages(sorted((root / "images" / "train").rglob("*.jpg")), size)}
+    paths, index_seconds = _input_paths(Path(root), size)
     timings = {(name, count): [] for count in workers for name in paths}
     for _ in range(rounds):
         for name, count in timings:
@@ -170,6 +183,20 @@ def throughput(root: str | Path, workers: list[int], images: int = 2000, size: i
             "skip_records_per_s": _skip_rate(paths["ours"], images), "large_jpegs": draft_gain(large_images, size=size), "rows": rows,
             "all_rounds": {
                 f"{name}-{count}": values for (name, count), values in timings.items()}}
+
+
+def cpu_cost(root: str | Path, images: int = 1000, size: int = 224, batch_size: int = 64) -> dict:
+    """CPU milliseconds per image of the train-time input path, ours and naive, in the main process (no
+    workers): process time, which other jobs on a shared machine inflate far less than wall time. The
+    paths alternate twice; the second timing of each counts."""
+    paths, _ = _input_paths(Path(root), size)
+    cpu_ms = {}
+    for name in ("ours", "naive", "ours", "naive"):
+        timed = _timed_batches(paths[name], size, batch_size, 0, images, shuffle=name == "naive")
+        cpu_ms[name] = 1e3 * timed["cpu_seconds"] / timed["images"]
+    return {"images": images, "size": size, "batch_size": batch_size, "ours_cpu_ms_per_image": cpu_ms["ours"],
+            "naive_cpu_ms_per_image": cpu_ms["naive"], "ours_images_per_cpu_second": 1e3 / cpu_ms["ours"],
+            "naive_over_ours": cpu_ms["naive"] / cpu_ms["ours"]}
 
 
 def draft_gain(count: int = 100, sides: tuple[int, int] = (1000, 2000), size: int = 224) -> dict:
@@ -206,11 +233,13 @@ def memory(root: str | Path, steps: int = 500, batch_size: int = 32, workers: in
         config = Path(folder) / "stream.yaml"
         config.write_text(yaml.safe_dump(_memory_run_tree(Path(root) / "shards", Path(folder) / "run", steps,
                                                           batch_size, workers)))
+        log = Path(folder) / "stderr.log"  # a file, not a pipe: an unread pipe would fill and stop the run
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        samples = _sample_memory(process, interval)
-        stderr = process.stderr.read()
+        with log.open("w") as stderr:
+            process = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), "--config", str(config)],
+                                       stdout=subprocess.DEVNULL, stderr=stderr)
+            samples = _sample_memory(process, interval)
+        stderr = log.read_text()
         seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"training exited {process.returncode}: {stderr[-2000:]}")
@@ -284,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     speed.add_argument("--images", type=int, default=2000)
     speed.add_argument("--size", type=int, default=224)
     speed.add_argument("--rounds", type=int, default=3)
+    cost = commands.add_parser("cost", help="CPU ms per image of the input path, ours vs naive")
+    cost.add_argument("root")
+    cost.add_argument("--images", type=int, default=1000)
     run = commands.add_parser("memory", help="peak memory of a streaming training run")
     run.add_argument("root")
     run.add_argument("--steps", type=int, default=500)
@@ -293,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         result = {"root": str(generate(args.root, args.num_images, args.shard_size))}
     elif args.command == "throughput":
         result = throughput(args.root, args.workers, args.images, args.size, rounds=args.rounds)
+    elif args.command == "cost":
+        result = cpu_cost(args.root, args.images)
     else:
         result = memory(args.root, args.steps, workers=args.workers)
     print(json.dumps(result, indent=2))
