@@ -7,8 +7,8 @@ and batch size), `inference` (eval images/s, predict latency), `profile` (torch.
 `machine` describes the hardware, `report` writes benchmark.json / benchmark.md. `encoder`,
 `preprocess` and `scaling` also run alone as `python -m benchmarks.<name>`.
 `augment` compares our augmentation ops with kornia and `memory` counts the activations a training
-step keeps with and without checkpointing (both run alone, outside the suite); `command` is the
-command line.
+step keeps with and without checkpointing, `streaming` measures the streaming input path on a generated
+set of mixed-size JPEGs (these run alone, outside the suite); `command` is the command line.
 
 Not part of the installed package (setup.cfg installs `vit_finetune*` only): this package imports
 `vit_finetune`, nothing in `vit_finetune` imports it (tests/test_layers.py), and it runs from the

@@ -7,7 +7,10 @@ tiny model separates them after a few steps (>= 90 % accuracy is easy).
 from __future__ import annotations
 
 import colorsys
+import io
+import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import datasets
@@ -80,3 +83,63 @@ def copy_cifar10_slice(target: Path, per_class: dict[str, int]) -> Path:
             for image in sorted(class_dir.glob("*.jpg"))[:count]:
                 shutil.copy(image, out / image.name)
     return target
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def class_examples(classes: tuple[str, ...], count: int, size: int | tuple[int, int], rng: np.random.Generator,
+                   first: int = 0) -> list[tuple[str, int, bytes]]:
+    """(key, label, PNG bytes) of `count` learnable images, classes in turn."""
+    examples = []
+    for index in range(first, first + count):
+        label = index % len(classes)
+        image = make_class_image(label, len(classes), classes[label], size, rng)
+        examples.append((f"{index:06d}", label, encode_image(image)))
+    return examples
+
+
+def write_tar_shard(path: Path, examples: list[tuple[str, object, bytes]], label_member: str = "cls") -> Path:
+    """A WebDataset tar: `<key>.png` + `<key>.cls` (int) or `<key>.json` ({"label": ...}); label None: no member."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for key, label, png in examples:
+            members = [(f"{key}.png", png)]
+            if label is not None:
+                data = str(label).encode() if label_member == "cls" else json.dumps({"label": label}).encode()
+                members.append((f"{key}.{label_member}", data))
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_shards(root: Path, classes: tuple[str, ...] = ("red", "green", "blue"), shards: dict[str, int] | None = None,
+                per_shard: int = 8, size: int | tuple[int, int] = 32, fmt: str = "tar", seed: int = 0) -> Path:
+    """`<root>/<split>-0000N.<tar|parquet>` shards of learnable images; `shards` = shard count per split."""
+    rng = np.random.default_rng(seed)
+    first = 0
+    for split, count in (shards or {"train": 2, "test": 1}).items():
+        for shard in range(count):
+            examples = class_examples(classes, per_shard, size, rng, first)
+            first += per_shard
+            path = root / f"{split}-{shard:05d}.{fmt}"
+            if fmt == "tar":
+                write_tar_shard(path, examples)
+            else:
+                write_parquet_shard(path, examples, classes)
+    return root
+
+
+def write_parquet_shard(path: Path, examples: list[tuple[str, int, bytes]], classes: tuple[str, ...]) -> Path:
+    """A Parquet file as `datasets` writes one: an `image` column of {bytes, path} and a ClassLabel `label`."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})
+    rows = datasets.Dataset.from_dict({"image": [{"bytes": png, "path": f"{key}.png"} for key, _, png in examples],
+                                       "label": [label for _, label, _ in examples]}, features=features)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(str(path))
+    return path

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from data_helpers import copy_cifar10_slice, make_dataset_dict, make_image_folder, needs_cifar10
-from vit_finetune.data import sources
+from vit_finetune.data import layouts, sources
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.config import AugmentConfig, DataConfig
 from vit_finetune.data.errors import DataError
@@ -63,17 +63,19 @@ def test_save_to_disk(tmp_path):
 
 def test_hub_id_goes_through_load_dataset(tmp_path, monkeypatch):
     asked = []
-    monkeypatch.setattr(sources, "load_dataset", lambda name, **kw: asked.append(name) or make_dataset_dict())
-    splits = load_splits(DataConfig(cache_dir=str(tmp_path / "cache"), validation_fraction=0.25))
-    assert asked == ["uoft-cs/cifar10"]
+    monkeypatch.setattr(layouts, "load_dataset", lambda path, **kw: asked.append((path, kw)) or make_dataset_dict())
+    splits = load_splits(DataConfig(cache_dir=str(tmp_path / "cache"), validation_fraction=0.25,
+                                    dataset_config_name="plain_text", revision="v1.0"))
+    assert [path for path, _ in asked] == ["uoft-cs/cifar10"]
+    assert asked[0][1]["name"] == "plain_text" and asked[0][1]["revision"] == "v1.0"
     assert splits.label_names == ["red", "green", "blue"] and len(splits.train) == 18
 
 
 def test_hub_failure_is_a_data_error(tmp_path, monkeypatch):
-    def offline(name, **kwargs):
+    def offline(path, **kwargs):
         raise ConnectionError("hub unreachable")
 
-    monkeypatch.setattr(sources, "load_dataset", offline)
+    monkeypatch.setattr(layouts, "load_dataset", offline)
     with pytest.raises(DataError, match="owner/missing: not a local directory.*hub unreachable"):
         load_splits(config("owner/missing", tmp_path))
 
@@ -88,9 +90,9 @@ def test_explicit_columns_and_missing_columns(tmp_path):
 
 
 def test_no_image_or_label_feature(tmp_path):
-    data = make_dataset_dict()
-    data.cast_column("label", datasets.Value("int64")).save_to_disk(str(tmp_path / "nolabel"))
-    with pytest.raises(DataError, match="no label column \\(ClassLabel feature\\).*set data.label_column"):
+    data = make_dataset_dict(label_column="target")
+    data.cast_column("target", datasets.Value("int64")).save_to_disk(str(tmp_path / "nolabel"))
+    with pytest.raises(DataError, match="no label column in columns.*set data.label_column"):
         load_splits(config(tmp_path / "nolabel", tmp_path))
     data.remove_columns("img").save_to_disk(str(tmp_path / "noimage"))
     with pytest.raises(DataError, match="no image column"):
@@ -213,7 +215,7 @@ def test_missing_and_empty_directories(tmp_path):
 
 
 def test_missing_split_and_empty_class(folder, tmp_path):
-    with pytest.raises(DataError, match=r"no split folder \['val'\]"):
+    with pytest.raises(DataError, match=r"no split \['val'\] \(found \['test', 'train'\]\)"):
         load_splits(config(folder, tmp_path, eval_split="val"))
     (folder / "train" / "purple").mkdir()
     (folder / "train" / "purple" / "notes.txt").write_text("x")

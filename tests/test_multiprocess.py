@@ -51,9 +51,11 @@ def run_tree(tmp_path: Path, data: Path, batch: int) -> dict:
 
 
 def write_config(tmp_path: Path, data: Path) -> list[str]:
-    """`--config FILE` of a 2-process run (batch 4 each) in tmp_path/run."""
+    """`--config FILE` of a 2-process run (batch 4 each) in tmp_path/run, with a pixel cache of its own."""
+    tree = run_tree(tmp_path, data, batch=4)
+    tree["data"]["cache_dir"] = str(tmp_path / "cache")
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(run_tree(tmp_path, data, batch=4)))
+    config.write_text(yaml.safe_dump(tree))
     return ["--config", str(config)]
 
 
@@ -98,7 +100,9 @@ def assert_checkpoint_bookkeeping(output_dir: Path, processes: int) -> None:
 
 
 def test_torchrun_two_process_cpu_run_matches_single_process(single, data, tmp_path):
-    run([*LAUNCHERS["torchrun"], SCRIPT, *write_config(tmp_path, data)])
+    result = run([*LAUNCHERS["torchrun"], SCRIPT, *write_config(tmp_path, data)])
+    decoded = re.findall(r"decoding \d+ images of split '(\w+)'", result.stderr)
+    assert decoded and len(decoded) == len(set(decoded)), decoded  # process 0 decoded, process 1 read its cache
     assert_checkpoint_bookkeeping(single, processes=1)
     assert_checkpoint_bookkeeping(tmp_path / "run", processes=2)
     assert_same_weights_as(single, tmp_path / "run")

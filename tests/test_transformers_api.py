@@ -9,6 +9,7 @@ import inspect
 
 import pytest
 import transformers
+from accelerate.data_loader import prepare_data_loader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, TrainerState
 from transformers.trainer_pt_utils import safe_globals
@@ -32,6 +33,7 @@ OVERRIDDEN = {
     "create_model_card": ("(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, "
                           "tasks=None, dataset_tags=None, dataset=None, dataset_args=None)",
                           "keeping the run's own model card (README.md) when push_to_hub uploads the folder"),
+    "get_train_dataloader": ("(self)", "a streaming split's own loader in each process (training/streaming.py)"),
 }
 
 # Other functions the checkpoint code calls, with their recorded signatures.
@@ -41,6 +43,12 @@ CALLED = {
         "(output_dir, save_total_limit=None, best_model_checkpoint=None, use_mtime=False, checkpoint_prefix='checkpoint')"),
     "transformers.trainer_pt_utils.safe_globals": (safe_globals, "()"),
     "TrainerState.save_to_json": (TrainerState.save_to_json, "(self, json_path)"),
+    "accelerate.data_loader.prepare_data_loader": (
+        prepare_data_loader,
+        "(dataloader, device=None, num_processes=None, process_index=None, split_batches=False, put_on_device=False, "
+        "rng_types=None, dispatch_batches=None, even_batches=True, slice_fn_for_dispatch=None, "
+        "use_seedable_sampler=False, data_seed=None, non_blocking=False, use_stateful_dataloader=False, "
+        "torch_device_mesh=None)"),
 }
 
 

@@ -31,7 +31,7 @@ from vit_finetune.config import RunConfig, apply_override, load_run_config, run_
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.preprocess import PreprocessConfig
-from vit_finetune.data.sources import ImageDataset, load_splits
+from vit_finetune.data.sources import ImageDataset, len_or_none, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
 from vit_finetune.run_files import write_json
@@ -123,7 +123,7 @@ def load_eval_split(loaded: LoadedModel, run: RunConfig) -> ImageDataset:
     """The run's eval split, decoded as in training, after checking that its classes are the model's."""
     splits = load_splits(run.data, seed=training_argument(run, "seed"), preprocess=loaded.preprocess)
     check_labels(loaded.label_names, splits.label_names, str(loaded.model_dir), run.data.dataset)
-    if len(splits.test) == 0:
+    if len_or_none(splits.test) == 0:
         raise DataError(f"{run.data.dataset}: split {run.data.eval_split!r} has no images")
     return splits.test
 

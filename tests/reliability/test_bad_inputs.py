@@ -127,8 +127,8 @@ def _unreadable_image(root):
     (root / "train" / "red" / "0000.png").write_bytes(b"not a png")
 
 
-def _no_test_split(root):
-    shutil.rmtree(root / "test")
+def _no_train_split(root):  # (a data set with only a train split gets its test split carved out instead)
+    shutil.rmtree(root / "train")
 
 
 def _empty_directory(root):
@@ -139,7 +139,7 @@ def _empty_directory(root):
 BAD_DATA = {
     "missing directory": (_remove, "data set directory does not exist"),
     "empty directory": (_empty_directory, "empty directory"),
-    "no test split": (_no_test_split, "no split folder ['test']"),
+    "no train split": (_no_train_split, "no split folder ['train']"),
     "empty class folder": (_empty_class_folder, "blue: class folder has no images"),
     "label mismatch": (_class_only_in_train, "classes differ between train"),
     "unreadable image": (_unreadable_image, "1 unreadable image(s)"),

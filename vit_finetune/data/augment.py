@@ -76,13 +76,13 @@ def random_padded_crop(pixels: torch.Tensor, padding: int) -> torch.Tensor:
 def random_resized_crop(pixels: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
     """Crop a random area fraction in `scale` with aspect ratio in `ratio`, resize it back to (H, W)."""
     height, width = pixels.shape[-2:]
-    top, left, crop_h, crop_w = _crop_box(height, width, scale, ratio)
+    top, left, crop_h, crop_w = crop_box(height, width, scale, ratio)
     crop = pixels[:, top : top + crop_h, left : left + crop_w].unsqueeze(0)  # (1, 3, h, w)
     crop = crop.contiguous(memory_format=torch.channels_last)
     return F.interpolate(crop, size=(height, width), mode="bilinear", antialias=True)[0]
 
 
-def _crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
     """The torchvision RandomResizedCrop sampler: 10 tries, then the largest centred box in `ratio`."""
     area = height * width
     log_ratio = torch.log(torch.tensor(ratio))

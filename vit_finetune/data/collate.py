@@ -45,15 +45,20 @@ class BufferPool:
         return {"capacity": self.capacity, "buffers": []}
 
 
+AT_MODEL_SIZE = "at_model_size"  # example key: pixels resized (and cropped) to the model's input at decode
+
+
 class ImageCollator:
-    """list of {"pixels": uint8 (3, H, W), "labels": int} -> {"pixel_values", "labels"}.
+    """list of {"pixels": uint8 (3, H, W), "labels": int or float (K,)} -> {"pixel_values", "labels"}.
 
     pixel_values: float32 (B, 3, h, w) channels-last, normalised at the model's size, written into a
-    pooled buffer; labels: int64 (B,). Picklable, so DataLoader workers can run it.
+    pooled buffer; labels: int64 (B,) class ids, or float32 (B, K) multi-hot rows when the examples
+    carry multi-label tensors. Picklable, so DataLoader workers can run it.
     """
 
     def __init__(self, cfg: PreprocessConfig):
         self.cfg = cfg
+        self.model_size_cfg = cfg.at_model_size()
         self.pool = BufferPool()
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -62,6 +67,14 @@ class ImageCollator:
             raise ValueError(f"images in one batch differ in size {sorted(sizes)}; load the data with "
                              "load_splits(..., preprocess=cfg) so mixed sizes are resized at decode")
         pixels = torch.stack([example["pixels"] for example in examples])  # (B, 3, H, W) uint8
-        labels = torch.tensor([int(example["labels"]) for example in examples], dtype=torch.int64)  # (B,)
-        out = self.pool.take((len(examples), 3, *self.cfg.output_size(*pixels.shape[-2:])))
-        return {"pixel_values": preprocess_batch(pixels, self.cfg, out=out), "labels": labels}
+        labels = collate_labels([example["labels"] for example in examples])  # (B,) or (B, K)
+        cfg = self.model_size_cfg if examples[0].get(AT_MODEL_SIZE) else self.cfg
+        out = self.pool.take((len(examples), 3, *cfg.output_size(*pixels.shape[-2:])))
+        return {"pixel_values": preprocess_batch(pixels, cfg, out=out), "labels": labels}
+
+
+def collate_labels(labels: list) -> torch.Tensor:
+    """int class ids -> int64 (B,); multi-hot tensors (K,) -> float32 (B, K)."""
+    if labels and isinstance(labels[0], torch.Tensor):
+        return torch.stack(labels).to(torch.float32)
+    return torch.tensor([int(label) for label in labels], dtype=torch.int64)

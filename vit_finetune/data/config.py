@@ -8,6 +8,7 @@ and raises ValueError naming the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from vit_finetune.typed import ConfigError
@@ -143,15 +144,26 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    """Which data set to load and how to split it.
+    """Which data set to load, how to split it, and whether to stream it.
 
-    dataset: a Hugging Face hub id (e.g. "uoft-cs/cifar10"), or a local directory holding either an
-    imagefolder layout `<split>/<class>/<image>` or a `datasets.save_to_disk` DatasetDict.
-    validation_fraction: share of the train split carved out (stratified by class, seeded) for model
-    selection; 0 disables it. max_train_samples / max_eval_samples: stratified, seeded subsets of
-    train and of validation/test for quick runs. on_bad_image: "fail" stops before training with the
-    list of unreadable images; "skip" drops them and reports them. cache_dir: where decoded pixels are
-    cached (default: the `datasets` cache, `HF_DATASETS_CACHE`).
+    dataset: a Hugging Face hub id (e.g. "uoft-cs/cifar10", with `dataset_config_name` / `revision`),
+    or a local directory holding an imagefolder layout `<split>/<class>/<image>` (or `<split>/` with a
+    `metadata.jsonl` / `metadata.csv` naming each file's label(s)), a `datasets.save_to_disk`
+    DatasetDict, or shard files (`*.tar` WebDataset, `*.parquet` with image bytes) whose splits are
+    named in their file names as `datasets` infers them (`train-00000.tar`, `test-00000.tar`); or a
+    glob / brace pattern of shard files (`shards/train-{00000..00099}.tar`).
+    train_dir / validation_dir / test_dir: one folder (or shard pattern) per split instead of `dataset`.
+    validation_split: the data set's own split for model selection (default: `validation` when the
+    data set has one); without one, validation_fraction of train is carved out (stratified by class,
+    seeded; 0 disables it). A data set with only a train split also gets its test split carved out
+    (test_fraction), with a warning. max_train_samples / max_eval_samples: stratified, seeded subsets
+    of train and of validation/test for quick runs (the first max_eval_samples of a stream).
+    task: "single_label" (one class per image) or "multi_label" (a list of class names per image,
+    multi-hot float labels). streaming: read and decode images on the fly in the DataLoader workers
+    instead of decoding them once into a cache (`streaming.py`; shuffle_buffer_size examples of
+    encoded bytes per worker for sequential sources). on_bad_image: "fail" stops with the list of
+    unreadable images; "skip" drops them and reports them. cache_dir: where decoded pixels are cached
+    (default: the `datasets` cache, `HF_DATASETS_CACHE`).
     """
 
     dataset: str = "uoft-cs/cifar10"
@@ -160,6 +172,16 @@ class DataConfig:
     validation_fraction: float = 0.02
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    task: Literal["single_label", "multi_label"] = "single_label"
+    streaming: bool = False
+    shuffle_buffer_size: int = 1000
+    train_dir: str | None = None
+    validation_dir: str | None = None
+    test_dir: str | None = None
+    validation_split: str | None = None
+    test_fraction: float = 0.1
+    dataset_config_name: str | None = None
+    revision: str | None = None
     image_column: str | None = None
     label_column: str | None = None
     on_bad_image: Literal["fail", "skip"] = "fail"
@@ -171,6 +193,7 @@ class DataConfig:
             raise ValueError("data.dataset: must name a hub id or a local directory")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"data.validation_fraction: must be in [0, 1), got {self.validation_fraction}")
+        self._check_layout()
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -179,3 +202,28 @@ class DataConfig:
             raise ValueError(f"data.on_bad_image: must be 'fail' or 'skip', got {self.on_bad_image!r}")
         if self.train_split == self.eval_split:
             raise ValueError(f"data.eval_split: must differ from train_split ({self.train_split!r})")
+
+    def _check_layout(self) -> None:
+        if self.task not in ("single_label", "multi_label"):
+            raise ValueError(f"data.task: must be 'single_label' or 'multi_label', got {self.task!r}")
+        if not 0.0 < self.test_fraction < 1.0 or self.test_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(f"data.test_fraction: must be in (0, 1) and leave training data beside "
+                             f"validation_fraction={self.validation_fraction}, got {self.test_fraction}")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"data.shuffle_buffer_size: must be >= 1, got {self.shuffle_buffer_size}")
+        for key in ("validation_dir", "test_dir"):
+            if getattr(self, key) is not None and self.train_dir is None:
+                raise ValueError(f"data.{key}: needs data.train_dir (the folders replace data.dataset together)")
+        if self.validation_split is not None and self.validation_split in (self.train_split, self.eval_split):
+            raise ValueError(f"data.validation_split: must differ from train_split and eval_split, "
+                             f"got {self.validation_split!r}")
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the data comes from local files (folders, shards, save_to_disk) rather than the hub."""
+        return self.train_dir is not None or looks_local(self.dataset)
+
+
+def looks_local(dataset: str) -> bool:
+    """A path (existing, or written as one: ./x, /x, ~/x) or a file pattern, rather than a hub id."""
+    return Path(dataset).expanduser().exists() or dataset.startswith((".", "/", "~")) or any(c in dataset for c in "*?[{")

@@ -1,6 +1,7 @@
 """Scan an imagefolder layout `<root>/<split>/<class>/**/<image>` into undecoded `datasets` splits.
 
-Rules (deterministic, unlike a silent skip): class names are the sorted sub-folder names of each
+A split folder with a `metadata.jsonl` / `metadata.csv` is read by `metadata.py` instead. Rules of
+the class-folder layout (deterministic, unlike a silent skip): class names are the sorted sub-folder names of each
 split and train/test must have the same list; files are taken in sorted path order; files whose
 extension is not in `IMAGE_EXTENSIONS` (.txt, .DS_Store, ...) and files lying directly in a split
 folder are ignored with one warning; hidden folders are ignored; a class folder without images, an
@@ -19,24 +20,35 @@ import datasets
 
 from .errors import DataError
 from .images import IMAGE_EXTENSIONS
+from .metadata import find_metadata, scan_metadata_split
 
 logger = logging.getLogger(__name__)
 
 
 def scan_image_folder(root: str | Path, splits: tuple[str, ...]) -> datasets.DatasetDict:
-    """The named splits of an imagefolder tree as datasets with `image` (undecoded) and `label` columns."""
+    """Those of the named splits that exist in an imagefolder tree (the first one, train, must), as
+    datasets with `image` (undecoded) and `label` columns (or the columns of a metadata file)."""
     root = Path(root)
+    found = split_folders(root)
+    if splits[0] not in found:
+        raise DataError(f"{root}: no split folder {[splits[0]]} (found {found}); expected <split>/<class>/<image>")
+    return datasets.DatasetDict({split: scan_split(root / split) for split in splits if split in found})
+
+
+def split_folders(root: Path) -> list[str]:
+    """The split folders of an imagefolder root, sorted; an empty or missing root is a `DataError`."""
     found = sorted(path.name for path in _subdirs(root))
     if not found:
         raise DataError(f"{root}: empty directory, expected <split>/<class>/<image> folders")
-    missing = [split for split in splits if split not in found]
-    if missing:
-        raise DataError(f"{root}: no split folder {missing} (found {found}); expected <split>/<class>/<image>")
-    return datasets.DatasetDict({split: scan_split(root / split) for split in splits})
+    return found
 
 
 def scan_split(split_dir: Path) -> datasets.Dataset:
-    """One split folder -> Dataset(image: Image(decode=False), label: ClassLabel(sorted class names))."""
+    """One split folder -> Dataset(image: Image(decode=False), label: ClassLabel(sorted class names)),
+    or the columns of its `metadata.jsonl` / `metadata.csv` (`metadata.py`)."""
+    metadata = find_metadata(split_dir) if split_dir.is_dir() else None
+    if metadata is not None:
+        return scan_metadata_split(metadata)
     classes = sorted(path.name for path in _subdirs(split_dir))
     if not classes:
         raise DataError(f"{split_dir}: no class folders, expected <class>/<image> inside")

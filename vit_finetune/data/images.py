@@ -13,8 +13,10 @@ is <= 1, else as 0..255, and clipped.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,14 +38,22 @@ class ImageFileError(ValueError):
 
 def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image."""
+    with checked_image(source, name, max_pixels) as image:
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+
+
+@contextlib.contextmanager
+def checked_image(source: str | Path | bytes, name: str | None = None,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
+    """The opened, not yet decoded image, its format and declared size checked; any error inside the
+    block (decoding it, e.g. after `draft`) becomes an `ImageFileError` naming the file."""
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with Image.open(stream, formats=ALLOWED_FORMATS) as image:
             _check_size(image, max_pixels, name)
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            yield image
     except ImageFileError:
         raise
     except Image.UnidentifiedImageError:

@@ -92,6 +92,12 @@ class PreprocessConfig:
         new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
         return (new_long, new_short) if width <= height else (new_short, new_long)
 
+    def at_model_size(self) -> "PreprocessConfig":
+        """This config for pixels resized (and cropped) to the model's input at decode: rescale and normalise
+        only (a second resize and crop would not be the processor's: shortest edge 256 then crop 224 would
+        enlarge a 224 px crop again)."""
+        return replace(self, do_resize=False, do_center_crop=False)
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) of the model input for an image of (height, width)."""
         if self.do_center_crop:
@@ -214,8 +220,8 @@ def preprocess_batch(pixels: torch.Tensor, cfg: PreprocessConfig, out: torch.Ten
 
     The result is channels-last in memory (strides of (B, h, w, 3)): the layout the resize kernel
     produces, which the patch-embedding convolution reads as fast as NCHW, while transposing to NCHW
-    would cost more than all the rest. Pixels already at the model's input size (resized at decode)
-    skip the resize and crop. `out` (from `empty_batch`) receives the result instead of a fresh tensor.
+    would cost more than all the rest. Pixels resized at decode take `cfg.at_model_size()` (the
+    collator does that for examples marked `at_model_size`). `out` (from `empty_batch`) receives the result instead of a fresh tensor.
     Each image's result depends only on that image, never on the rest of its batch.
 
     Where `fast_resize` has a tuned route for the batch it computes the same faster: bitwise, except

@@ -16,7 +16,7 @@ from vit_finetune import run_files
 from vit_finetune.config import RunConfig
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
-from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
+from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, len_or_none, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
@@ -26,6 +26,7 @@ from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
+from vit_finetune.training.streaming import StreamPosition, is_stream, streaming_arguments
 from vit_finetune.training.trackers import tracker_runs
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
@@ -73,16 +74,18 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         check_resume_pickles(resume_from)
-    args = build_training_arguments(run)
+    args = build_training_arguments(run)  # the final ones once the splits are known
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
-    splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
+    splits = load_data(run, args, preprocess)
     check_trainable(splits, run.data.dataset)
+    extra = streaming_arguments(args, splits.train, configured_arguments(run)) if is_stream(splits.train) else {}
+    args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
     model = build_model(run.model, splits.id2label, preprocess)
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
-        logger.warning("no validation split (data.validation_fraction=0): no model selection")
+        logger.warning("no validation split (data.validation_fraction=0 and none in the data set): no model selection")
     with tracker_runs(args):
         train_output = fit(trainer, resume_from)
         test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
@@ -92,12 +95,21 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     return TrainResult(output_dir=output_dir, metrics=metrics)
 
 
+def load_data(run: RunConfig, args: TrainingArguments, preprocess) -> ImageSplits:
+    """`load_splits`; in a multi-process run the main process of each node decodes the pixel cache first
+    and the others wait, then read its file (a stream writes nothing and loads everywhere at once)."""
+    if run.data.streaming:
+        return load_splits(run.data, seed=args.seed, preprocess=preprocess)
+    with args.main_process_first(local=True, desc="decoding the data set"):
+        return load_splits(run.data, seed=args.seed, preprocess=preprocess)
+
+
 def check_trainable(splits: ImageSplits, dataset: str) -> None:
     """Refuse data a classifier cannot be trained or tested on: fewer than 2 classes, an empty split."""
     if len(splits.label_names) < 2:
         raise DataError(f"{dataset}: a classifier needs at least 2 classes, found {splits.label_names}")
     for name, split in (("train", splits.train), ("test", splits.test)):
-        if len(split) == 0:
+        if len_or_none(split) == 0:
             raise DataError(f"{dataset}: the {name} split is empty")
 
 
@@ -118,10 +130,19 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     return output
 
 
-def build_training_arguments(run: RunConfig) -> TrainingArguments:
-    """TrainingArguments from the config, our defaults and the resolved precision."""
-    arguments = {**DEFAULT_ARGUMENTS, **run.training.arguments}
-    if run.data.validation_fraction == 0:
+def configured_arguments(run: RunConfig) -> dict[str, Any]:
+    """Our `TrainingArguments` defaults with the config's on top."""
+    return {**DEFAULT_ARGUMENTS, **run.training.arguments}
+
+
+def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None,
+                             has_validation: bool | None = None) -> TrainingArguments:
+    """TrainingArguments from the config, our defaults and the resolved precision (`extra` on top).
+
+    Without a validation split (`has_validation`; before the data is loaded: validation_fraction > 0)
+    there is no evaluation during training and no best model."""
+    arguments = {**configured_arguments(run), **(extra or {})}
+    if not (run.data.validation_fraction > 0 if has_validation is None else has_validation):
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
     arguments.update(trainer_precision_flags(resolve_precision(run.training.precision, "training.precision")))
     if compute_device().type == "cpu":  # lets torchrun/accelerate run several CPU processes on gloo
@@ -136,16 +157,20 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
     """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
-    return ClassifierTrainer(
+    train = apply_train_augmentation(splits.train, run.data.augment)
+    trainer = ClassifierTrainer(
         model=model,
         args=args,
-        train_dataset=apply_train_augmentation(splits.train, run.data.augment),
+        train_dataset=train,
         eval_dataset=splits.validation,
         data_collator=ImageCollator(preprocess),
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
     )
+    if is_stream(train):
+        trainer.add_callback(StreamPosition(train, enabled=not run.training.arguments.get("ignore_data_skip", False)))
+    return trainer
 
 
 def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metrics: dict) -> None:

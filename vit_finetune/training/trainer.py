@@ -6,7 +6,8 @@ checkpoints in transformers 5 are one such case). Here every checkpoint is a com
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
 adds the non-finite-loss guard; `compute_loss` applies the training-step augmentations (random erasing,
-mixup / cutmix with soft targets); `create_model_card` keeps the run's own model card for the Hub upload.
+mixup / cutmix with soft targets); `create_model_card` keeps the run's own model card for the Hub upload;
+`get_train_dataloader` gives a streaming split its own per-process loader (`training/streaming.py`).
 These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
@@ -41,6 +42,7 @@ from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.config import AugmentConfig
 from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.modeling.hub import load_classifier, save_classifier
+from vit_finetune.training.streaming import is_stream, streaming_dataloader
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
 
@@ -64,6 +66,12 @@ class ClassifierTrainer(Trainer):
         self.preprocess_config = preprocess_config
         self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
+
+    def get_train_dataloader(self):
+        """A streaming split reads its own shards in every process (`training/streaming.py`)."""
+        if is_stream(self.train_dataset):
+            return streaming_dataloader(self)
+        return super().get_train_dataloader()
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
