@@ -231,7 +231,8 @@ def native_hf_class(config: ClassifierConfig) -> str | None:
 
 def hf_config_for(config: ClassifierConfig, hf_class: str) -> transformers.PreTrainedConfig:
     """The transformers config object that describes our model as `hf_class`."""
-    labels = dict(id2label=config.id2label, label2id=config.label2id, architectures=[hf_class])
+    labels = dict(id2label=config.id2label, label2id=config.label2id, architectures=[hf_class],
+                  problem_type=config.problem_type)
     vision = config.encoder.to_hf_vision_dict()
     if HF_CLASSES[hf_class][0] == "vit":
         return transformers.ViTConfig(**vision, **labels)
