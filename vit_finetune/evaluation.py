@@ -35,7 +35,7 @@ from vit_finetune.data.errors import DataError
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, len_or_none, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
-from vit_finetune.multi_label import DEFAULT_THRESHOLD, format_multi_label_summary, multi_label_metrics
+from vit_finetune.multi_label import DEFAULT_THRESHOLD, format_multi_label_scores, multi_label_metrics
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
 from vit_finetune.run_files import write_json
 from vit_finetune.typed import ConfigError
@@ -247,12 +247,17 @@ def write_eval_outputs(results: dict[str, Any], output_dir: Path) -> None:
     logger.info("wrote %s and %s to %s", EVAL_RESULTS, CONFUSION_MATRIX, output_dir)
 
 
+def summary_header(results: dict[str, Any]) -> str:
+    """What was evaluated, how many images, how fast, where."""
+    return (f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
+            f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})")
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """A short human-readable table: overall scores, then one line per class."""
     if results.get("task") == "multi_label":
-        return format_multi_label_summary(results)
-    lines = [f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
-             f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})",
+        return "\n".join([summary_header(results), format_multi_label_scores(results)])
+    lines = [summary_header(results),
              f"accuracy {results['accuracy']:.4f}  top-{results['top_k']} {results['top5_accuracy']:.4f}  "
              f"macro F1 {results['macro_avg']['f1']:.4f}",
              f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]

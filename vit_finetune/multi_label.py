@@ -1,7 +1,7 @@
 """Multi-label scores and metrics: sigmoid scores, mAP, micro / macro F1 at a threshold, per-label P/R/F1.
 
     results = multi_label_metrics(logits, targets, label_names, threshold=0.5)
-    print(format_multi_label_summary(results | run_summary))
+    print(format_multi_label_scores(results))
 
 A multi-label head (`problem_type: multi_label_classification`) scores every label independently with
 a sigmoid; a label is predicted when its score is at or above the threshold. mAP is the macro average
@@ -78,12 +78,11 @@ def selection_metrics(logits: np.ndarray, targets: np.ndarray,
     return {"mAP": results["mAP"], "micro_f1": results["micro_avg"]["f1"], "macro_f1": results["macro_avg"]["f1"]}
 
 
-def format_multi_label_summary(results: dict[str, Any]) -> str:
-    """A short table: mAP and the F1s at the threshold, then one line per label."""
-    lines = [f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
-             f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})",
-             f"mAP {results['mAP']:.4f}  at threshold {results['threshold']:g}: "
-             f"micro F1 {results['micro_avg']['f1']:.4f}  macro F1 {results['macro_avg']['f1']:.4f}  exact match {results['exact_match']:.4f}",
+def format_multi_label_scores(results: dict[str, Any]) -> str:
+    """A short table of `multi_label_metrics` results: mAP and the F1s at the threshold, then one line per label."""
+    lines = [f"mAP {results['mAP']:.4f}  at threshold {results['threshold']:g}: "
+             f"micro F1 {results['micro_avg']['f1']:.4f}  macro F1 {results['macro_avg']['f1']:.4f}  "
+             f"exact match {results['exact_match']:.4f}",
              f"{'label':<20} {'AP':>9} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for name, scores in results["per_label"].items():
         ap = "-" if scores["average_precision"] is None else f"{scores['average_precision']:.4f}"
