@@ -8,7 +8,9 @@ overrides such as `data.dataset=... data.eval_split=...` change it) and goes thr
 data path: `load_splits` + `ImageCollator`, no augmentation. accelerate places the model and the
 batches (CUDA when present); bf16 runs only where `precision.resolve_precision("auto")` picks it. Results:
 `eval_results.json` and `confusion_matrix.png` in `<checkpoint>/eval-<split>/` unless told otherwise
-(for a hub id: `eval/<org>--<name>-<split>/`, never the hub cache).
+(for a hub id: `eval/<org>--<name>-<split>/`, never the hub cache). A multi-label model (sigmoid head) is
+scored with mAP, micro / macro F1 at a threshold and per-label scores (`multi_label.py`), without a
+confusion matrix.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from vit_finetune.data.errors import DataError
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, len_or_none, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
+from vit_finetune.multi_label import DEFAULT_THRESHOLD, format_multi_label_scores, multi_label_metrics
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
 from vit_finetune.run_files import write_json
 from vit_finetune.typed import ConfigError
@@ -54,7 +57,7 @@ class SplitLogits:
     """Model outputs on a whole split, in data-set order."""
 
     logits: np.ndarray  # (N, num_labels) float32
-    labels: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64, or (N, num_labels) float32 multi-hot for a multi-label model
     seconds: float
     device: str
     precision: str  # resolved: fp32 / bf16 / fp16
@@ -76,14 +79,20 @@ def evaluate_checkpoint(
     output_dir: str | Path | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> EvalOutput:
-    """Evaluate a model folder / checkpoint-N / HF folder or hub id; write results and the confusion matrix."""
+    """Evaluate a model folder / checkpoint-N / HF folder or hub id; write results and the confusion matrix.
+
+    A multi-label model gets `multi_label.multi_label_metrics` at `threshold` instead (no confusion matrix)."""
     loaded = load_for_inference(checkpoint)
     run = eval_run_config(loaded, config, overrides)
     batch_size = batch_size or training_argument(run, "per_device_eval_batch_size")
     outputs = collect_logits(loaded.model, load_eval_split(loaded, run), loaded.preprocess, batch_size, precision,
                              num_workers=training_argument(run, "dataloader_num_workers"))
-    results = classification_metrics(outputs.logits, outputs.labels, loaded.label_names)
+    if loaded.model.config.multi_label:
+        results = multi_label_metrics(outputs.logits, outputs.labels, loaded.label_names, threshold)
+    else:
+        results = classification_metrics(outputs.logits, outputs.labels, loaded.label_names)
     results |= run_summary(outputs, run, str(checkpoint), batch_size)
     output_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
     write_eval_outputs(results, output_dir)
@@ -102,6 +111,7 @@ def eval_run_config(loaded: LoadedModel, config: str | Path | None = None, overr
     if config is not None:
         return load_run_config(config, list(overrides))
     tree = copy.deepcopy(loaded.run_config or {})
+    tree["data"] = {"task": model_task(loaded), **(tree.get("data") or {})}  # a folder without a run config
     for override in overrides:
         apply_override(tree, override)
     if not (tree.get("data") or {}).get("dataset"):
@@ -121,11 +131,18 @@ def training_argument(run: RunConfig, name: str) -> Any:
 
 def load_eval_split(loaded: LoadedModel, run: RunConfig) -> ImageDataset:
     """The run's eval split, decoded as in training, after checking that its classes are the model's."""
+    if run.data.task != model_task(loaded):
+        raise LabelMismatchError(f"{loaded.model_dir} is a {model_task(loaded)} model but data.task is {run.data.task}")
     splits = load_splits(run.data, seed=training_argument(run, "seed"), preprocess=loaded.preprocess)
     check_labels(loaded.label_names, splits.label_names, str(loaded.model_dir), run.data.dataset)
     if len_or_none(splits.test) == 0:
         raise DataError(f"{run.data.dataset}: split {run.data.eval_split!r} has no images")
     return splits.test
+
+
+def model_task(loaded: LoadedModel) -> str:
+    """The `data.task` a model was trained for: multi_label for a sigmoid head, else single_label."""
+    return "multi_label" if loaded.model.config.multi_label else "single_label"
 
 
 def check_labels(model_labels: list[str], data_labels: list[str], checkpoint: str, dataset: str) -> None:
@@ -221,16 +238,26 @@ def write_eval_outputs(results: dict[str, Any], output_dir: Path) -> None:
     """`eval_results.json` and `confusion_matrix.png` into `output_dir` (created if needed)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / EVAL_RESULTS, results)
+    if results.get("task") == "multi_label":  # no confusion matrix of independent labels
+        logger.info("wrote %s to %s", EVAL_RESULTS, output_dir)
+        return
     title = f"{Path(results['dataset']).name} ({results['split']}): accuracy {results['accuracy']:.4f}"
     figure = confusion_matrix_figure(results["confusion_matrix"], results["labels"], title)
     figure.savefig(output_dir / CONFUSION_MATRIX, dpi=100)
     logger.info("wrote %s and %s to %s", EVAL_RESULTS, CONFUSION_MATRIX, output_dir)
 
 
+def summary_header(results: dict[str, Any]) -> str:
+    """What was evaluated, how many images, how fast, where."""
+    return (f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
+            f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})")
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """A short human-readable table: overall scores, then one line per class."""
-    lines = [f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
-             f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})",
+    if results.get("task") == "multi_label":
+        return "\n".join([summary_header(results), format_multi_label_scores(results)])
+    lines = [summary_header(results),
              f"accuracy {results['accuracy']:.4f}  top-{results['top_k']} {results['top5_accuracy']:.4f}  "
              f"macro F1 {results['macro_avg']['f1']:.4f}",
              f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]

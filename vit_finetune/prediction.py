@@ -4,6 +4,10 @@
     run = predict_files(loaded, ["cat.jpg", "dog.png"], top_k=3)
     for prediction in run.predictions: print(prediction.path, prediction.label, prediction.score)
 
+A single-label model gives a `Prediction` per image (softmax scores); a multi-label model
+(`problem_type: multi_label_classification`) a `MultiLabelPrediction`: every label's sigmoid score
+and the labels at or above `threshold`.
+
 Each file is opened with `data.images.open_image` (format allow-list, decompression-bomb check,
 eager decode, EXIF rotation, any mode -> RGB) and preprocessed with `data.preprocess.preprocess_images`,
 the same numbers the evaluation / training path gives an image of the data set. A file that cannot
@@ -23,6 +27,7 @@ from PIL import Image
 from vit_finetune.data.images import ImageFileError, open_image
 from vit_finetune.data.preprocess import preprocess_images
 from vit_finetune.loading import LoadedModel, forward_logits
+from vit_finetune.multi_label import DEFAULT_THRESHOLD
 from vit_finetune.precision import compute_device, resolve_precision
 
 DEFAULT_BATCH_SIZE = 32
@@ -48,10 +53,30 @@ class Prediction:
 
 
 @dataclass
+class MultiLabelPrediction:
+    """The labels of one image whose sigmoid score is at or above `threshold`, and every label's score."""
+
+    path: str
+    labels: list[tuple[str, float]]  # at or above the threshold, highest score first
+    scores: dict[str, float]  # every label, in label-id order
+    threshold: float
+    logits: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: path, threshold, labels as [{"label", "score"}, ...], scores of all labels (no logits)."""
+        return {"path": self.path, "threshold": self.threshold,
+                "labels": [{"label": label, "score": score} for label, score in self.labels], "scores": self.scores}
+
+    def __str__(self) -> str:
+        found = ", ".join(f"{label} ({score:.4f})" for label, score in self.labels)
+        return f"{self.path}: {found or f'no label scores {self.threshold:g} or more'}"
+
+
+@dataclass
 class PredictionRun:
     """Predictions for the readable files (in input order) and one error per unreadable file."""
 
-    predictions: list[Prediction] = field(default_factory=list)
+    predictions: list[Prediction | MultiLabelPrediction] = field(default_factory=list)
     errors: list[ImageFileError] = field(default_factory=list)
 
 
@@ -61,8 +86,9 @@ def predict_files(
     top_k: int = 5,
     batch_size: int = DEFAULT_BATCH_SIZE,
     precision: str = "auto",
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> PredictionRun:
-    """Classify image files in batches; unreadable files are reported, not fatal."""
+    """Classify image files in batches; unreadable files are reported, not fatal. `threshold`: multi-label only."""
     loaded.model.to(compute_device())
     precision = resolve_precision(precision, "--precision")
     run = PredictionRun()
@@ -71,8 +97,12 @@ def predict_files(
         run.errors += errors
         if opened:
             logits = classify_images(loaded, [image for _, image in opened], precision)  # (B, num_labels)
-            run.predictions += [make_prediction(path, row, loaded.label_names, top_k)
-                                for (path, _), row in zip(opened, logits)]
+            if loaded.model.config.multi_label:
+                run.predictions += [make_multi_label_prediction(path, row, loaded.label_names, threshold)
+                                    for (path, _), row in zip(opened, logits)]
+            else:
+                run.predictions += [make_prediction(path, row, loaded.label_names, top_k)
+                                    for (path, _), row in zip(opened, logits)]
     return run
 
 
@@ -109,3 +139,12 @@ def make_prediction(path: str, logits: torch.Tensor, label_names: list[str], top
     top = torch.topk(scores, k=min(top_k, len(label_names)))
     best = [(label_names[int(index)], float(score)) for score, index in zip(top.values, top.indices)]
     return Prediction(path=path, label=best[0][0], score=best[0][1], top_k=best, logits=logits.tolist())
+
+
+def make_multi_label_prediction(path: str, logits: torch.Tensor, label_names: list[str],
+                                threshold: float) -> MultiLabelPrediction:
+    """The `MultiLabelPrediction` of one row of logits (num_labels,): sigmoid scores, the labels at or above
+    `threshold`."""
+    scores = dict(zip(label_names, logits.sigmoid().tolist()))
+    found = sorted(((label, score) for label, score in scores.items() if score >= threshold), key=lambda item: -item[1])
+    return MultiLabelPrediction(path=path, labels=found, scores=scores, threshold=threshold, logits=logits.tolist())

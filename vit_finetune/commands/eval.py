@@ -7,14 +7,15 @@ import contextlib
 import json
 import sys
 
-from vit_finetune.commands.arguments import add_precision_argument, positive_int
+from vit_finetune.commands.arguments import add_precision_argument, add_threshold_argument, positive_int
 
 
 def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     """The `eval` command line (kept import-light so that --help is instant)."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Evaluate a checkpoint: accuracy, top-5, per-class precision/recall/F1, confusion matrix. "
+        description="Evaluate a checkpoint: accuracy, top-5, per-class precision/recall/F1, confusion matrix "
+                    "(a multi-label model: mAP, micro/macro F1 at --threshold, per-label precision/recall/F1). "
                     "Writes eval_results.json and confusion_matrix.png.",
         epilog="example: eval.py --checkpoint runs/cifar10 data.dataset=../shared/data/cifar10 "
                "data.max_eval_samples=1000",
@@ -28,6 +29,7 @@ def build_parser(prog: str = "eval.py") -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", help="where to write the results (default: CHECKPOINT/eval-<split>)")
     parser.add_argument("--batch-size", type=positive_int, help="default: the run's per_device_eval_batch_size")
     add_precision_argument(parser)
+    add_threshold_argument(parser)
     parser.add_argument("--json", action="store_true", help="also print the results as JSON on stdout")
     return parser
 
@@ -45,7 +47,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     with contextlib.redirect_stdout(sys.stderr):  # library chatter goes to stderr; stdout stays for --json
         output = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides,
-                                     output_dir=args.output_dir, batch_size=args.batch_size, precision=args.precision)
+                                     output_dir=args.output_dir, batch_size=args.batch_size, precision=args.precision,
+                                     threshold=args.threshold)
     print(format_summary(output.results), file=sys.stderr if args.json else sys.stdout)
     print(f"results in {output.output_dir}", file=sys.stderr)
     if args.json:

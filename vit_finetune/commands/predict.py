@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vit_finetune.commands.arguments import add_precision_argument, positive_int
+from vit_finetune.commands.arguments import add_precision_argument, add_threshold_argument, positive_int
 
 
 def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
@@ -14,7 +14,8 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Predict the class of image files (JPEG, PNG, WebP, BMP, GIF, TIFF; any size or mode). "
-                    "Prints `path: label (score)` per image; unreadable files are reported on stderr "
+                    "Prints `path: label (score)` per image (a multi-label model: every label whose sigmoid score "
+                    "is at or above --threshold); unreadable files are reported on stderr "
                     "and make the exit status 2, the others are still predicted.",
         epilog="example: predict.py --checkpoint runs/cifar10 cat.jpg dog.png --top-k 3 --json",
     )
@@ -24,8 +25,11 @@ def build_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes listed per image in --json (default 5)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     add_precision_argument(parser)
+    add_threshold_argument(parser)
     parser.add_argument("--json", action="store_true",
-                        help='print a JSON list of {"path", "label", "score", "top_k": [{"label", "score"}, ...]}')
+                        help='print a JSON list of {"path", "label", "score", "top_k": [{"label", "score"}, ...]} '
+                             '(a multi-label model: {"path", "threshold", "labels": [{"label", "score"}, ...], '
+                             '"scores": {label: score} of every label})')
     return parser
 
 
@@ -43,7 +47,8 @@ def _predict(args: argparse.Namespace) -> int:
     from vit_finetune.prediction import predict_files
 
     loaded = load_for_inference(args.checkpoint)
-    run = predict_files(loaded, args.images, top_k=args.top_k, batch_size=args.batch_size, precision=args.precision)
+    run = predict_files(loaded, args.images, top_k=args.top_k, batch_size=args.batch_size, precision=args.precision,
+                        threshold=args.threshold)
     for error in run.errors:
         print(f"error: {error}", file=sys.stderr)
     if args.json:

@@ -41,7 +41,8 @@ def _train(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints logs; stdout stays for --json
         result = train(run)
     metrics = result.metrics
-    print(f"done: test accuracy {metrics.get('test_accuracy', float('nan')):.4f} on "
+    score = "mAP" if run.data.task == "multi_label" else "accuracy"
+    print(f"done: test {score} {metrics.get(f'test_{score}', float('nan')):.4f} on "
           f"{run.data.dataset} ({run.data.eval_split}), {metrics.get('train_runtime', 0) / 60:.1f} min, "
           f"{metrics.get('train_samples_per_second', 0):.1f} img/s; model in {result.output_dir}", file=sys.stderr)
     if args.json:

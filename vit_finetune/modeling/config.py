@@ -29,6 +29,10 @@ Pooling = Literal["cls", "mean", "map", "cls_mean", "cls_distill"]
 # un-normalised tokens (CLIP's post_layernorm); the pooled vector (MAE fine-tuning's fc_norm).
 FinalNorm = Literal["tokens", "cls", "pooled"]
 AttnImplementation = Literal["sdpa", "eager"]  # HF's names: fused scaled_dot_product_attention, or plain ops
+# HF's `config.problem_type`: None and "single_label_classification" train a softmax / cross-entropy head,
+# "multi_label_classification" a sigmoid / binary cross-entropy head (one independent score per label).
+ProblemType = Literal["single_label_classification", "multi_label_classification"]
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification")
 
 # Per-family details, as the HF configs and checkpoints have them; HF config.json values override the
 # first four, the rest is the family's structure (config.json does not say it).
@@ -268,21 +272,29 @@ class ClassifierConfig:
 
     Not frozen, like HF configs: the HF Trainer sets `model.config.use_cache`. `id2label` has int
     keys in memory; JSON stores them as strings, and `labels_from_json` is the one place that reads
-    them back. `label2id` is derived from `id2label`.
+    them back. `label2id` is derived from `id2label`. `problem_type` is HF's (None: single-label).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pooling: Pooling = "cls"
     num_labels: int = 2
     id2label: dict[int, str] = field(default_factory=dict)  # empty: LABEL_0, LABEL_1, ...
+    problem_type: ProblemType | None = None
     label2id: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.problem_type not in (None, *PROBLEM_TYPES):
+            raise ValueError(f"problem_type: must be one of {PROBLEM_TYPES} or null, got {self.problem_type!r}")
         self.id2label = dict(self.id2label) or default_labels(self.num_labels)
         if sorted(self.id2label) != list(range(self.num_labels)):
             raise ValueError(f"id2label keys must be the ints 0..{self.num_labels - 1}, got {list(self.id2label)}")
         check_pooling(self.pooling, self.encoder)
         self.label2id = {name: index for index, name in self.id2label.items()}
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the head scores each label independently (sigmoid) instead of one class (softmax)."""
+        return self.problem_type == "multi_label_classification"
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> ClassifierConfig:
@@ -293,7 +305,8 @@ class ClassifierConfig:
         pooling = ARCH_DEFAULTS[encoder.arch]["default_pooling"]
         if hf_config.get("architectures") == ["DeiTForImageClassification"]:
             pooling = "cls"
-        return cls(encoder=encoder, pooling=pooling, num_labels=len(id2label), id2label=id2label)
+        return cls(encoder=encoder, pooling=pooling, num_labels=len(id2label), id2label=id2label,
+                   problem_type=hf_config.get("problem_type"))
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data, for JSON (which writes the `id2label` keys as strings)."""

@@ -256,7 +256,8 @@ def native_hf_class(config: ClassifierConfig) -> str | None:
 def hf_config_for(config: ClassifierConfig, hf_class: str) -> transformers.PreTrainedConfig:
     """The transformers config object that describes our model as `hf_class`."""
     family = HF_CLASSES[hf_class][0]
-    labels = dict(id2label=config.id2label, label2id=config.label2id, architectures=[hf_class])
+    labels = dict(id2label=config.id2label, label2id=config.label2id, architectures=[hf_class],
+                  problem_type=config.problem_type)
     vision = config.encoder.to_hf_vision_dict(family) | HF_VISION_EXTRAS.get(family, {})
     if family in COMPOSITE_MODEL_TYPES:
         return transformers.CONFIG_MAPPING[family](vision_config=vision, **labels)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .config import ClassifierConfig, EncoderConfig
 from .layers import AttentionPoolingHead, Encoder, PatchDropout, PatchEmbedding, checkpoint_function
+from .losses import classification_loss
 from .positions import resize_pos_embed, sincos_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -192,9 +192,9 @@ class ImageClassifier(nn.Module):
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
     ) -> ImageClassifierOutput:
-        """Logits for a batch of images, plus the cross-entropy loss when `labels` are given."""
+        """Logits for a batch of images, plus the loss of the config's `problem_type` when `labels` are given."""
         logits = self.forward_head(self.forward_features(pixel_values, interpolate_pos_encoding))
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
+        loss = classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
 
     # ---- activation (gradient) checkpointing, under the names the HF Trainer calls -------------

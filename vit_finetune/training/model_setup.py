@@ -12,7 +12,7 @@ from vit_finetune.config import ModelSection
 from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier, load_classifier
 from vit_finetune.modeling import resolve_model_dir
-from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation
+from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation, ProblemType
 from vit_finetune.modeling.layers import set_attn_implementation
 from vit_finetune.precision import autocast_dtype, precision_of_trainer_flags
 from vit_finetune.training.attention_probe import probe_attn_implementation
@@ -34,21 +34,24 @@ def build_preprocess(section: ModelSection) -> PreprocessConfig:
 
 
 def build_model(section: ModelSection, id2label: dict[int, str],
-                preprocess: PreprocessConfig | None = None) -> ImageClassifier:
+                preprocess: PreprocessConfig | None = None,
+                problem_type: ProblemType | None = None) -> ImageClassifier:
     """The classifier for `id2label`: pretrained encoder (new head if the labels differ) or random init.
 
     A checkpoint is loaded at the resolution its preprocessing (`preprocess`, default `build_preprocess`)
     gives the input (DINOv2 stores positions for 518 px, its processor crops 224), with the dropout
-    and stochastic-depth rates the run sets.
+    and stochastic-depth rates the run sets, and HF's `problem_type` (None: single-label) for the head's loss.
     """
     if section.checkpoint is not None:
         image_size = section.encoder.get("image_size") or (preprocess or build_preprocess(section)).square_output_size()
         overrides = {name: value for name, value in section.encoder.items() if name != "image_size"}
-        return load_classifier(section.checkpoint, id2label=id2label, pooling=section.pooling,
-                               image_size=image_size, encoder_overrides=overrides)
+        model = load_classifier(section.checkpoint, id2label=id2label, pooling=section.pooling,
+                                image_size=image_size, encoder_overrides=overrides)
+        model.config.problem_type = problem_type  # the head's loss, whatever the checkpoint was trained with
+        return model
     pooling = section.pooling or ARCH_DEFAULTS[section.arch]["default_pooling"]
     config = ClassifierConfig(encoder=section.random_init_encoder(), pooling=pooling,
-                              num_labels=len(id2label), id2label=id2label)
+                              num_labels=len(id2label), id2label=id2label, problem_type=problem_type)
     return build_classifier(config)
 
 

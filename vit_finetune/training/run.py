@@ -22,11 +22,12 @@ from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
-from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.streaming import StreamPosition, is_stream, streaming_arguments
+from vit_finetune.training.tasks import (best_metric_key, check_task_arguments, problem_type, task_arguments,
+                                        task_compute_metrics)
 from vit_finetune.training.trackers import tracker_runs
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
@@ -81,7 +82,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_trainable(splits, run.data.dataset)
     extra = streaming_arguments(args, splits.train, configured_arguments(run)) if is_stream(splits.train) else {}
     args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
-    model = build_model(run.model, splits.id2label, preprocess)
+    model = build_model(run.model, splits.id2label, preprocess, problem_type(run.data.task))
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
@@ -89,7 +90,8 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     with tracker_runs(args):
         train_output = fit(trainer, resume_from)
         test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
-    metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric}
+    best = {best_metric_key(args.metric_for_best_model): trainer.state.best_metric}
+    metrics = {**train_output.metrics, **test_metrics, **best}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
@@ -131,8 +133,8 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
 
 
 def configured_arguments(run: RunConfig) -> dict[str, Any]:
-    """Our `TrainingArguments` defaults with the config's on top."""
-    return {**DEFAULT_ARGUMENTS, **run.training.arguments}
+    """Our `TrainingArguments` defaults and those of the task (`tasks.py`), with the config's on top."""
+    return {**DEFAULT_ARGUMENTS, **task_arguments(run.data.task), **run.training.arguments}
 
 
 def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None,
@@ -142,6 +144,7 @@ def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None
     Without a validation split (`has_validation`; before the data is loaded: validation_fraction > 0)
     there is no evaluation during training and no best model."""
     arguments = {**configured_arguments(run), **(extra or {})}
+    check_task_arguments(run.data.task, arguments, run.source)
     if not (run.data.validation_fraction > 0 if has_validation is None else has_validation):
         arguments.update(eval_strategy="no", load_best_model_at_end=False)
     arguments.update(trainer_precision_flags(resolve_precision(run.training.precision, "training.precision")))
@@ -156,7 +159,7 @@ def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
-    """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
+    """The Trainer wired with our collate function, the task's metrics and strict checkpoint I/O."""
     train = apply_train_augmentation(splits.train, run.data.augment)
     trainer = ClassifierTrainer(
         model=model,
@@ -164,7 +167,7 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         train_dataset=train,
         eval_dataset=splits.validation,
         data_collator=ImageCollator(preprocess),
-        compute_metrics=compute_metrics,
+        compute_metrics=task_compute_metrics(run.data.task),
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
     )
