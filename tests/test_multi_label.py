@@ -101,7 +101,7 @@ def test_fine_tuning_a_single_label_checkpoint_for_multi_label_data(tmp_path):
 
     checkpoint = make_hf_vit_checkpoint(tmp_path / "hf", num_labels=3)
     section = ModelSection(checkpoint=str(checkpoint))
-    model = build_model(section, dict(enumerate(LABELS)), MULTI)
+    model = build_model(section, dict(enumerate(LABELS)), problem_type=MULTI)
     assert model.config.multi_label and model.config.num_labels == len(LABELS)
     assert not build_model(section, dict(enumerate(LABELS))).config.multi_label
 

@@ -50,16 +50,22 @@ def write_model_card(output_dir: Path, run: RunConfig, args: TrainingArguments, 
     (output_dir / MODEL_CARD).write_text(model_card(run, args, config, metrics, log_history), encoding="utf-8")
 
 
+def headline_metric(config: ClassifierConfig) -> str:
+    """The metric a card reports (the `test_` / `best_validation_` key of metrics.json): mAP for multi-label."""
+    return "mAP" if config.problem_type == "multi_label_classification" else "accuracy"
+
+
 def _metadata(run: RunConfig, config: ClassifierConfig, name: str, metrics: dict[str, Any]) -> ModelCardData:
     dataset, checkpoint, arch = run.data.dataset, run.model.checkpoint, config.encoder.arch
+    metric = headline_metric(config)
     result = EvalResult(task_type="image-classification", task_name="Image Classification",
                         dataset_type=public_name(dataset), dataset_name=public_name(dataset),
-                        dataset_split=run.data.eval_split, metric_type="accuracy", metric_name="Accuracy",
-                        metric_value=metrics["test_accuracy"])
+                        dataset_split=run.data.eval_split, metric_type=metric, metric_name=metric,
+                        metric_value=metrics[f"test_{metric}"])
     return ModelCardData(
         library_name="transformers", pipeline_tag="image-classification",
         tags=["image-classification", "vision", arch, "vit_finetune", "generated_from_trainer"],
-        datasets=[dataset] if is_hub_id(dataset) else None, metrics=["accuracy"],
+        datasets=[dataset] if is_hub_id(dataset) else None, metrics=[metric],
         base_model=checkpoint if checkpoint and is_hub_id(checkpoint) else None,
         model_name=name, eval_results=[result])
 
@@ -68,10 +74,11 @@ def _summary(run: RunConfig, config: ClassifierConfig, metrics: dict[str, Any]) 
     dataset, checkpoint = _link(run.data.dataset, "datasets/"), run.model.checkpoint
     origin = (f"A fine-tune of {_link(checkpoint, '')}" if checkpoint else
               f"A {ARCH_NAMES.get(config.encoder.arch, config.encoder.arch)} ({_size(config)}) trained from scratch")
-    best = metrics.get("best_validation_accuracy")
-    validation = f"; best validation accuracy {best:.2%}" if best is not None else ""
+    metric = headline_metric(config)
+    best = metrics.get(f"best_validation_{metric}")
+    validation = f"; best validation {metric} {best:.2%}" if best is not None else ""
     return (f"{origin} on {dataset} for image classification into {config.num_labels} classes, trained with "
-            f"vit_finetune (the Hugging Face Trainer).\n\nTest accuracy: **{metrics['test_accuracy']:.2%}** on the "
+            f"vit_finetune (the Hugging Face Trainer).\n\nTest {metric}: **{metrics[f'test_{metric}']:.2%}** on the "
             f"`{run.data.eval_split}` split{validation}.")
 
 
