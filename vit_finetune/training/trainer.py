@@ -5,7 +5,8 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard. These are the only methods overridden; `tests/test_transformers_api.py`
+adds the non-finite-loss guard; `_load_optimizer_and_scheduler` checks the loaded state against the
+parameters (`resume_state.check_optimizer_state`). These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
@@ -38,6 +39,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
+from vit_finetune.training.resume_state import OPTIMIZER_FILE, SCHEDULER_FILE, check_optimizer_state, read_error
 
 logger = logging.getLogger(__name__)
 RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt")  # besides rng_state*.pth
@@ -81,6 +83,13 @@ class ClassifierTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights_strictly(model or self.model, Path(resume_from_checkpoint))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """The Trainer's load, its errors as a `ResumeError`, then the state checked against the parameters."""
+        with read_error(checkpoint, f"{OPTIMIZER_FILE} / {SCHEDULER_FILE}"):
+            super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            check_optimizer_state(self.optimizer, Path(checkpoint) / OPTIMIZER_FILE)
 
     def _load_best_model(self) -> None:
         logger.info("loading best model from %s (score %s)", self.state.best_model_checkpoint,
