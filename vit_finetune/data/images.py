@@ -1,9 +1,11 @@
 """Safe image opening and conversion of any PIL mode to 8-bit RGB.
 
-`open_image` refuses, with one `ImageFileError` line naming the file and the reason: formats outside
-`ALLOWED_FORMATS` (whatever the file extension says), decompression bombs (declared size checked
-before decoding), and truncated or corrupt files (pixels are decoded eagerly with `.load()`;
-`ImageFile.LOAD_TRUNCATED_IMAGES` is never set). EXIF orientation is applied.
+`open_image` refuses, with one `ImageFileError` line naming the file and the reason: anything but a
+regular file (a FIFO named `x.jpg` would block the reader forever; `open_regular_file` opens without
+blocking and checks what it opened), formats outside `ALLOWED_FORMATS` (whatever the file extension
+says), decompression bombs (declared size checked before decoding), and truncated or corrupt files
+(pixels are decoded eagerly with `.load()`; `ImageFile.LOAD_TRUNCATED_IMAGES` is never set). EXIF
+orientation is applied.
 
 Mode rules of `to_rgb`: alpha (RGBA, LA, PA, palette with transparency) is composited on white;
 grayscale, palette, CMYK, YCbCr, ... use PIL's conversion; 16-bit (`I;16*`) and 32-bit `I` are
@@ -14,7 +16,10 @@ is <= 1, else as 0..255, and clipped.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -37,9 +42,9 @@ class ImageFileError(ValueError):
 def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image."""
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    stream = io.BytesIO(source) if isinstance(source, bytes) else open_regular_file(source, name)
     try:
-        with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+        with stream, Image.open(stream, formats=ALLOWED_FORMATS) as image:
             _check_size(image, max_pixels, name)
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -54,6 +59,31 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
         raise ImageFileError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageFileError(name, f"corrupt or truncated image ({_one_line(err)})") from None
+
+
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def open_regular_file(path: str | Path, name: str | None = None) -> BinaryIO:
+    """Open `path` for reading if it is a regular file (symlinks followed); else an `ImageFileError`.
+
+    The file is opened non-blocking, so a FIFO without a writer cannot hang the caller, and its kind is
+    read from the open descriptor, so it cannot change between the check and the read.
+    """
+    name = name or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageFileError(name, "file not found") from None
+    except OSError as err:
+        raise ImageFileError(name, f"cannot open ({err.strerror})") from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise ImageFileError(name, f"not a regular file ({FILE_KINDS.get(kind, 'of another kind')})")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _check_size(image: Image.Image, max_pixels: int, name: str) -> None:

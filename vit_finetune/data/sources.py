@@ -36,7 +36,7 @@ from .augment import augment_batch
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
 from .folders import scan_image_folder
-from .images import ImageFileError, open_image
+from .images import ImageFileError, open_image, open_regular_file
 from .pixel_store import PixelStore
 from .preprocess import PreprocessConfig, pil_to_pixels
 
@@ -253,10 +253,8 @@ def _cache_file(cache: Path, rows: datasets.Dataset, resize_to: PreprocessConfig
 
 
 def _decoded_size(resize_to: PreprocessConfig, split: str) -> tuple[int, int]:
-    if resize_to.do_center_crop:
-        return resize_to.crop_height, resize_to.crop_width
-    if resize_to.do_resize and resize_to.shortest_edge is None:
-        return resize_to.height, resize_to.width
+    if resize_to.fixed_output_size is not None:
+        return resize_to.fixed_output_size
     raise DataError(f"{split}: images differ in size and the processor gives no fixed output size "
                     "(set height/width or a centre crop)")
 
@@ -311,7 +309,8 @@ def uniform_size(rows: datasets.Dataset) -> tuple[int, int] | None:
 
 def _header_size(name: str, data: str | bytes) -> tuple[int, int] | None:
     try:
-        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
+        stream = open_regular_file(data, name) if isinstance(data, str) else io.BytesIO(data)
+        with stream, Image.open(stream) as image:
             width, height = image.size
         return height, width
     except Exception:  # unreadable files are reported by the decode step
