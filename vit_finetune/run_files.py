@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from vit_finetune.yaml_config import load_yaml
+
 RESOLVED_CONFIG = "run_config.yaml"
 METRICS = "metrics.json"
 TRAINER_LOG = "trainer_log.json"
@@ -40,5 +42,5 @@ def read_resolved_config(model_dir: Path) -> dict[str, Any] | None:
     for folder in (model_dir, model_dir.parent):
         path = folder / RESOLVED_CONFIG
         if path.is_file():
-            return yaml.safe_load(path.read_text())
+            return load_yaml(path.read_text(), str(path))
     return None
