@@ -22,6 +22,7 @@ from huggingface_hub import snapshot_download
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .checkpoint_check import check_config_fits_weights
 from .config import ClassifierConfig, Pooling, default_labels
 from .convert import HF_CLASSES, CheckpointError, hf_to_ours, ours_to_hf
 from .model import ImageClassifier, build_uninitialised_classifier
@@ -128,6 +129,7 @@ def _read_checkpoint(model_dir: Path, weights_file: Path) -> tuple[ClassifierCon
     raw_config = read_config_json(model_dir)
     stored = _stored_config(raw_config, model_dir / "config.json")
     state = read_state_dict(weights_file)
+    check_config_fits_weights(stored, state, model_dir / "config.json", weights_file)
     if raw_config.get("format") == PROJECT_FORMAT:
         return stored, state
     try:
