@@ -68,12 +68,28 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
 
 
 def load_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:
-    """The folder's `preprocessor_config.json`; without one, the defaults at the model's resolution."""
-    if (model_dir / PROCESSOR_FILE).is_file():
-        return PreprocessConfig.from_pretrained(model_dir)
+    """The folder's `preprocessor_config.json` (its output size must be the model's); without one, the
+    defaults at the model's resolution."""
     size = model.config.encoder.image_size
-    logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
-    return PreprocessConfig(height=size, width=size)
+    if not (model_dir / PROCESSOR_FILE).is_file():
+        logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
+        return PreprocessConfig(height=size, width=size)
+    preprocess = read_preprocess(model_dir)
+    output = preprocess.fixed_output_size
+    if output is not None and output != (size, size):
+        raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: gives {output[0]}x{output[1]} px inputs, but the model "
+                              f"takes {size}x{size} px (config.json image_size)")
+    return preprocess
+
+
+def read_preprocess(model_dir: Path) -> PreprocessConfig:
+    """A folder's `preprocessor_config.json`; one this project cannot read is a `CheckpointError` naming it."""
+    try:
+        return PreprocessConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: not an image processor config this project "
+                              f"reads: {reason}") from None
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from PIL import Image
 from . import fast_resize
 
 PROCESSOR_FILE = "preprocessor_config.json"
+MAX_SIDE = 4096  # px: the largest height, width, shortest edge or crop size a processor config may ask for
 # PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}
@@ -39,7 +40,7 @@ class PreprocessConfig:
 
     Output size: `height` x `width`, or (when `shortest_edge` is set) the shorter side scaled to
     `shortest_edge` keeping the aspect ratio; then an optional centre crop to `crop_height` x
-    `crop_width`. The defaults (224 px, bilinear, mean = std = 0.5) serve only models trained
+    `crop_width`. Each size is at most `MAX_SIDE` px (a config asking for more would only allocate). The defaults (224 px, bilinear, mean = std = 0.5) serve only models trained
     from scratch; pretrained checkpoints bring their own.
     """
 
@@ -67,6 +68,10 @@ class PreprocessConfig:
             raise ValueError("preprocess.crop_height/crop_width: required when do_center_crop is true")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError(f"preprocess.image_mean/image_std: need 3 values, std > 0, got {self.image_mean}, {self.image_std}")
+        sides = [side for side in (self.height, self.width, self.shortest_edge, self.crop_height, self.crop_width)
+                 if side is not None]
+        if any(type(side) is not int or not 0 < side <= MAX_SIDE for side in sides):
+            raise ValueError(f"preprocess sizes: each must be a whole number of 1 to {MAX_SIDE} px, got {sides}")
 
     # ---- sizes -------------------------------------------------------------------------------
 
@@ -85,6 +90,15 @@ class PreprocessConfig:
         if self.do_center_crop:
             return self.crop_height, self.crop_width
         return self.resized_size(height, width)
+
+    @property
+    def fixed_output_size(self) -> tuple[int, int] | None:
+        """(h, w) of the model input whatever the image's size, or None when it follows the image."""
+        if self.do_center_crop:
+            return self.crop_height, self.crop_width
+        if self.do_resize and self.shortest_edge is None:
+            return self.height, self.width
+        return None
 
     # ---- (de)serialisation -------------------------------------------------------------------
 
