@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from vit_finetune.config import RunConfig, apply_override, load_run_config, run_config_from_dict
 from vit_finetune.data.collate import ImageCollator
-from vit_finetune.data.errors import DataError
+from vit_finetune.data.errors import DataError, LabelMismatchError, check_labels  # noqa: F401 (re-exported)
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
@@ -43,10 +43,6 @@ EVAL_RESULTS = "eval_results.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
 MAX_TOP_K = 5
 MAX_ANNOTATED_CLASSES = 30  # write counts into the confusion-matrix cells up to this many classes
-
-
-class LabelMismatchError(DataError):
-    """The checkpoint's classes differ from the data set's (names or order)."""
 
 
 @dataclass
@@ -126,13 +122,6 @@ def load_eval_split(loaded: LoadedModel, run: RunConfig) -> ImageDataset:
     if len(splits.test) == 0:
         raise DataError(f"{run.data.dataset}: split {run.data.eval_split!r} has no images")
     return splits.test
-
-
-def check_labels(model_labels: list[str], data_labels: list[str], checkpoint: str, dataset: str) -> None:
-    """Raise `LabelMismatchError` listing both label sets unless they are equal, order included."""
-    if list(model_labels) != list(data_labels):
-        raise LabelMismatchError(f"the classes of {checkpoint} and of {dataset} differ (names and order must match): "
-                                 f"checkpoint {list(model_labels)}, data set {list(data_labels)}")
 
 
 def collect_logits(
