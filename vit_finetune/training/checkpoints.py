@@ -82,6 +82,17 @@ def publish_checkpoint(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
+def remove_earlier_checkpoints(output_dir: Path) -> None:
+    """Delete the `checkpoint-N` folders in `output_dir` (logged): a run that overwrites the folder starts here, so
+    that a later `resume_from_checkpoint=true` resumes only its own checkpoints, never an earlier run's."""
+    earlier = list_checkpoints(output_dir)
+    if earlier:
+        logger.warning("overwrite_output_dir: deleting %d checkpoint(s) of an earlier run in %s: %s", len(earlier),
+                       output_dir, ", ".join(folder.name for folder in earlier))
+    for folder in earlier:
+        shutil.rmtree(folder)
+
+
 def require_directory(output_dir: Path) -> None:
     """Refuse an output_dir that exists as something other than a directory."""
     if output_dir.exists() and not output_dir.is_dir():

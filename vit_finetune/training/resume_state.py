@@ -6,18 +6,34 @@ never a crash inside torch:
 
 - `check_optimizer_state`: every loaded optimizer state tensor is a scalar or has its parameter's shape and
   dtype (the fused AdamW kernel reads moments of another shape out of bounds and kills the process);
-- `read_error`: errors the Trainer raises while loading optimizer / scheduler state become `ResumeError`.
+- `read_error`: errors the Trainer raises while loading optimizer / scheduler state become `ResumeError`;
+- `read_trainer_state`: trainer_state.json readable by this transformers release, its fields of the right types;
+- `check_resume_labels`: the data set's classes are the checkpoint's (names and order);
+- `ResumeProgressCheck` / `train_or_finish`: a step beyond the run is refused, and a checkpoint at the run's last
+  step only finishes the run (final model, test metrics, run files) without training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import transformers
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import TrainOutput
 
-from vit_finetune.training.checkpoints import ResumeError
+from vit_finetune.data.errors import check_labels
+from vit_finetune.modeling.config import labels_from_json
+from vit_finetune.modeling.convert import CheckpointError
+from vit_finetune.modeling.hub import read_config_json
+from vit_finetune.training.checkpoints import TRAINER_STATE, ResumeError
+from vit_finetune.typed import shown
+
+logger = logging.getLogger(__name__)
 
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
@@ -78,3 +94,82 @@ def read_error(checkpoint: str | Path | None, files: str) -> Iterator[None]:
     except READ_ERRORS as err:
         reason = " ".join(str(err).split())[:300] or type(err).__name__
         raise ResumeError(f"{checkpoint}: cannot resume from {files}: {reason}") from err
+
+
+# ---- trainer_state.json, the run's classes and its progress ---------------------------------------------------
+
+STATE_TYPES = {  # the TrainerState fields resuming relies on, and their JSON types
+    "global_step": int, "max_steps": int, "epoch": (int, float, type(None)), "best_metric": (int, float, type(None)),
+    "best_model_checkpoint": (str, type(None)), "best_global_step": (int, type(None)), "log_history": list,
+}
+
+
+class RunAlreadyComplete(Exception):
+    """The resumed checkpoint is at the run's last step: there is nothing left to train."""
+
+
+def read_trainer_state(checkpoint: Path) -> TrainerState:
+    """`checkpoint`'s trainer_state.json as the Trainer will read it, checked; logs where the run resumes."""
+    path = checkpoint / TRAINER_STATE
+    try:
+        state = TrainerState.load_from_json(str(path))
+    except (OSError, ValueError) as err:  # JSON syntax errors are ValueErrors
+        raise ResumeError(f"{path}: cannot read it: {' '.join(str(err).split())[:300]}") from None
+    except TypeError as err:  # not a JSON object, or fields this transformers release does not know
+        raise ResumeError(f"{path}: not a trainer state of transformers {transformers.__version__} ({err})") from None
+    for name, kind in STATE_TYPES.items():
+        value = getattr(state, name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise ResumeError(f"{path}: {name} is {shown(value)}, expected {_type_names(kind)}")
+    logger.info("resuming from %s (step %d)", checkpoint, state.global_step)
+    return state
+
+
+def _type_names(kind: type | tuple[type, ...]) -> str:
+    names = [k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))]
+    return " or ".join("null" if name == "NoneType" else name for name in names) + (" >= 0" if kind is int else "")
+
+
+def check_resume_labels(checkpoint: Path, label_names: list[str], dataset: str) -> None:
+    """Refuse to resume `checkpoint` on a data set whose classes (names and order) are not the checkpoint's."""
+    path = checkpoint / "config.json"
+    try:
+        id2label = labels_from_json(read_config_json(checkpoint).get("id2label") or {})
+    except (AttributeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read id2label: {err}") from None
+    check_labels([id2label[index] for index in sorted(id2label)], label_names, str(checkpoint), dataset)
+
+
+class ResumeProgressCheck(TrainerCallback):
+    """Before the first step of a resumed run: a step beyond the run is a `ResumeError`; the run's last step
+    raises `RunAlreadyComplete` (the Trainer would otherwise train one step more before it stops)."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = checkpoint
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > state.max_steps:
+            raise ResumeError(f"{self.checkpoint / TRAINER_STATE}: global_step {state.global_step} is beyond the "
+                              f"{state.max_steps} steps this run trains (training.max_steps, or num_train_epochs at "
+                              "this batch size and data set): resume with the settings that wrote it, or start over")
+        if state.global_step == state.max_steps:
+            logger.info("%s is at the last step of this run (%d): finishing it without training",
+                        self.checkpoint.name, state.max_steps)
+            raise RunAlreadyComplete
+
+
+def train_or_finish(trainer: Trainer, resume_from: Path | None) -> TrainOutput:
+    """`trainer.train()`, resuming `resume_from` if given; a checkpoint at the last step only finishes the run:
+    the best model is loaded if the run keeps it, and nothing is trained."""
+    if resume_from is None:
+        return trainer.train()
+    trainer.add_callback(ResumeProgressCheck(resume_from))
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume_from))
+    except RunAlreadyComplete:
+        pass
+    if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None:
+        trainer._load_best_model()
+    trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+    trainer.is_in_train = False
+    return TrainOutput(trainer.state.global_step, float("nan"), {})

@@ -18,11 +18,12 @@ from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
-from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
+from vit_finetune.training.checkpoints import check_output_dir, remove_earlier_checkpoints, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
+from vit_finetune.training.resume_state import check_resume_labels, read_trainer_state, train_or_finish
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
@@ -59,7 +60,7 @@ def train(run: RunConfig) -> TrainResult:
     raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
     """
     output_dir = Path(run.training.output_dir)
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate: process 0 holds the lock
+    if not is_main_process():  # torchrun / accelerate: process 0 holds the lock
         return _train(run, output_dir)
     with output_dir_lock(output_dir):
         return _train(run, output_dir)
@@ -67,14 +68,19 @@ def train(run: RunConfig) -> TrainResult:
 
 def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
+    if run.training.overwrite_output_dir and run.training.resume_from_checkpoint is False and is_main_process():
+        remove_earlier_checkpoints(output_dir)
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         check_resume_pickles(resume_from)
+        read_trainer_state(resume_from)
     args = build_training_arguments(run)
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
     splits = load_splits(run.data, seed=args.seed, preprocess=preprocess)
     check_trainable(splits, run.data.dataset)
+    if resume_from is not None:
+        check_resume_labels(resume_from, splits.label_names, run.data.dataset)
     model = build_model(run.model, splits.id2label)
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
@@ -86,6 +92,11 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
+
+
+def is_main_process() -> bool:
+    """Process 0 of a torchrun / accelerate launch (or the only process), before accelerate is set up."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def check_trainable(splits: ImageSplits, dataset: str) -> None:
@@ -103,7 +114,7 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     trainer.add_callback(interrupt)
     try:
         with interrupt.handlers():
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            output = train_or_finish(trainer, resume_from)
     except torch.OutOfMemoryError as err:
         raise TrainingOutOfMemoryError(
             f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "

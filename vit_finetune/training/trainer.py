@@ -5,7 +5,7 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard; `_load_optimizer_and_scheduler` checks the loaded state against the
+adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_finite_weights`); `_load_optimizer_and_scheduler` checks the loaded state against the
 parameters (`resume_state.check_optimizer_state`). These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
@@ -49,6 +49,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class NonFiniteWeightsError(NonFiniteLossError):
+    """An optimiser step made weights NaN or infinite (found before a save, which is then refused)."""
+
+
 class TrainingOutOfMemoryError(RuntimeError):
     """The device ran out of memory while training; the message names the batch-size key."""
 
@@ -73,7 +77,9 @@ class ClassifierTrainer(Trainer):
         if not self.args.should_save:
             return
         output_dir = Path(output_dir or self.args.output_dir)
-        save_classifier(self.accelerator.unwrap_model(self.model), output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        check_finite_weights(model, self.state.global_step)
+        save_classifier(model, output_dir)
         if self.preprocess_config is not None:
             self.preprocess_config.save_pretrained(output_dir)
 
@@ -145,6 +151,22 @@ def check_resume_pickles(checkpoint: Path) -> None:
         except pickle.UnpicklingError as err:
             raise ResumeError(f"{checkpoint}: refused to load {path.name}: not plain tensors and data, "
                               f"possibly a crafted file ({first_line(err)})") from None
+
+
+def check_finite_weights(model: torch.nn.Module, step: int) -> None:
+    """Raise `NonFiniteWeightsError` if any parameter holds NaN or inf: such weights are never saved.
+
+    A step with a finite loss can still produce them (a learning rate far too high), and the loss guard sees
+    that only one step later, after a checkpoint may have been written. Once per save; the minimum and maximum
+    of a tensor are NaN or infinite exactly when one of its values is, and `aminmax` finds them in a tenth of
+    the time `isfinite` takes (B/16's 86 M parameters: 0.3-1 s against 4-5 s on a busy 2-core CPU), small
+    next to writing the checkpoint.
+    """
+    bad = [name for name, parameter in model.named_parameters()
+           if not torch.isfinite(torch.stack(parameter.detach().aminmax())).all()]
+    if bad:
+        raise NonFiniteWeightsError(f"non-finite weights after step {step} (in {len(bad)} tensor(s), e.g. {bad[0]}): "
+                                    "not saved; the last good checkpoint is left untouched")
 
 
 def first_line(err: BaseException) -> str:
