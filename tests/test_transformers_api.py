@@ -27,6 +27,8 @@ OVERRIDDEN = {
     "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/.incomplete"),
     "_load_from_checkpoint": ("(self, resume_from_checkpoint, model=None)", "the strict reload on resume"),
     "_load_best_model": ("(self)", "the strict reload of the best model at the end"),
+    "_get_dataloader": ("(self, dataset, description, batch_size, sampler_fn=None, is_training=False, "
+                        "dataloader_key=None)", "data-loader workers that ignore SIGINT / SIGTERM"),
     "_load_optimizer_and_scheduler": ("(self, checkpoint)", "checking the loaded optimizer state against the "
                                       "parameters before the first step"),
 }

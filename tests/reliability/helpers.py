@@ -104,16 +104,24 @@ class CreatesMarker:
 REPO = Path(__file__).resolve().parents[2]
 
 
+def command_env() -> dict[str, str]:
+    """The environment of a command run in a fresh process: offline, this checkout first on the path."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def command_line(script: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / script), *args]
+
+
 def run_command(script: str, *args: str, timeout: float = 120, **popen: Any) -> subprocess.CompletedProcess:
-    """`python scripts/SCRIPT ARGS` in a fresh process (offline, this checkout first on the path).
+    """`python scripts/SCRIPT ARGS` in a fresh process.
 
     A hang fails the calling test at `timeout` instead of blocking the suite; a crash of the interpreter
     (a segfault: returncode -11) cannot take pytest down with it.
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, **popen)
+    return subprocess.run(command_line(script, *args), capture_output=True, text=True, timeout=timeout,
+                          env=command_env(), **popen)
 
 
 def train_subprocess(tree: dict, config: Path, *overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -6,7 +6,8 @@ checkpoints in transformers 5 are one such case). Here every checkpoint is a com
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
 adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_finite_weights`); `_load_optimizer_and_scheduler` checks the loaded state against the
-parameters (`resume_state.check_optimizer_state`). These are the only methods overridden; `tests/test_transformers_api.py`
+parameters (`resume_state.check_optimizer_state`); `_get_dataloader` makes loader workers ignore SIGINT /
+SIGTERM (`signals.workers_ignore_signals`). These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -40,6 +42,7 @@ from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
 from vit_finetune.training.resume_state import OPTIMIZER_FILE, SCHEDULER_FILE, check_optimizer_state, read_error
+from vit_finetune.training.signals import workers_ignore_signals
 
 logger = logging.getLogger(__name__)
 RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt")  # besides rng_state*.pth
@@ -82,6 +85,14 @@ class ClassifierTrainer(Trainer):
         save_classifier(model, output_dir)
         if self.preprocess_config is not None:
             self.preprocess_config.save_pretrained(output_dir)
+
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None) -> DataLoader:
+        """The Trainer's loader, whose worker processes leave SIGINT / SIGTERM to this one (see `signals.py`)."""
+        loader = super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        iterated = getattr(loader, "base_dataloader", loader)  # accelerate's adapter iterates the loader it wraps
+        iterated.worker_init_fn = workers_ignore_signals(iterated.worker_init_fn)
+        return loader
 
     def _get_output_dir(self, trial) -> str:
         """The folder the Trainer writes `checkpoint-N` into: the staging folder (see `CheckpointPublisher`)."""
