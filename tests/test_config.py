@@ -67,6 +67,7 @@ def test_warmup_ratio_maps_to_fractional_warmup_steps(tmp_path):
         ({"model": {"pooling": "max"}}, [], "model.pooling: must be one of"),
         ({"model": {"checkpoint": "x", "hidden_size": 8}}, [], "model.hidden_size: applies only to random init"),
         ({"model": {"checkpoint": "x", "size": "base"}}, [], "model.size: applies only to random init"),
+        ({"model": {"checkpoint": "x", "drop_path_rate": 1.0}}, [], "model.drop_path_rate: must be in [0, 1)"),
         ({"model": {"hidden_size": 100, "num_attention_heads": 3}}, [], "model: hidden_size 100 not divisible by 3"),
         ({"model": {"size": "gigantic"}}, [], "model: unknown model size 'gigantic'"),
         ({"model": {"encoder": {"hidden_size": 8}}}, [], "model: unknown key(s) ['encoder']"),
@@ -98,7 +99,8 @@ def test_override_refuses_to_descend_into_a_scalar():
 
 
 def test_model_keys_are_the_encoder_fields_marked_for_run_configs():
-    assert run_config_fields(with_checkpoint=True) == ("image_size",)
+    assert run_config_fields(with_checkpoint=True) == (
+        "image_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout", "drop_path_rate")
     assert {"patch_size", "hidden_size", "num_hidden_layers", "patch_dropout"} <= set(run_config_fields())
     defaults = EncoderConfig()
     for name in run_config_fields():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import AutoImageProcessor
 
 from data_helpers import CIFAR10, needs_cifar10
 from vit_finetune.data.collate import ImageCollator
@@ -198,3 +199,76 @@ def test_matches_vit_processor_on_real_cifar_at_224():
     assert ours["pixel_values"].shape == (40, 3, 224, 224)
     assert (ours["pixel_values"] - reference).abs().max() <= 0.02  # the requirement
     assert (ours["pixel_values"] - reference).abs().max() <= grey_levels(PreprocessConfig(), 0.5 + 1e-3)  # the design
+
+
+# ---- the processors of the other families ------------------------------------------------------------
+
+
+def family_processors():
+    """Each family's processor as its hub checkpoints configure it (PIL backends: no torchvision here)."""
+    import transformers
+
+    imagenet = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return {
+        "deit": transformers.DeiTImageProcessorPil(**imagenet),  # 256 x 256 bicubic, centre crop 224
+        "dinov2": transformers.BitImageProcessorPil(size={"shortest_edge": 256}, **imagenet),  # crop 224
+        "clip": transformers.CLIPImageProcessorPil(),  # shortest edge 224 bicubic, crop 224, CLIP's mean / std
+        "vit-mae": transformers.ViTImageProcessorPil(resample=3, **imagenet),  # 224 x 224 bicubic
+    }
+
+
+@pytest.mark.parametrize("family", ["deit", "dinov2", "clip", "vit-mae"])
+def test_family_processors_match_the_batched_path(family, tmp_path):
+    processor = family_processors()[family]
+    processor.save_pretrained(tmp_path)
+    cfg = PreprocessConfig.from_pretrained(tmp_path)
+    assert cfg.processor_type == type(processor).__name__.removesuffix("Pil") and cfg.resample == "bicubic"
+    images = random_images([(32, 32), (300, 260), (90, 140)], seed=5)
+    reference = hf_pixels(processor, images)
+    difference = (preprocess_images(images, cfg) - reference).abs()
+    # torch's uint8 bicubic keeps 16-bit weights where Pillow keeps 22: a grey level or two on rare pixels
+    assert difference.max() <= grey_levels(cfg, 2 + 1e-3) and (difference > 0.02).float().mean() < 1e-4
+    cfg.save_pretrained(tmp_path / "again")  # our file: the same processor class, the same numbers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = AutoImageProcessor.from_pretrained(tmp_path / "again")
+    assert type(again) is type(processor) and torch.equal(hf_pixels(again, images), reference)
+
+
+@pytest.mark.parametrize("source, target", [((300, 260), (256, 256)), ((100, 100), (59, 80)), ((100, 100), (60, 80))])
+def test_two_pass_resize_takes_pillows_pass_order(source, target):
+    """Pillow 13 resizes the height first when it shrinks by more than twice the width's change (in pixels);
+    with bicubic's overshoot clipped to uint8 in between, the wrong order costs up to ~20 grey levels."""
+    cfg = PreprocessConfig(height=target[0], width=target[1], resample="bicubic")
+    images = random_images([source] * 2, seed=6)
+    processor = hf_processor(size={"height": target[0], "width": target[1]}, resample=3)
+    difference = (preprocess_images(images, cfg) - hf_pixels(processor, images)).abs()
+    assert difference.max() <= grey_levels(cfg, 2 + 1e-3)
+
+
+@pytest.mark.parametrize("legacy, expected", [
+    ({"feature_extractor_type": "CLIPFeatureExtractor", "size": 224, "crop_size": 224, "do_center_crop": True,
+      "resample": 3}, dict(processor_type="CLIPImageProcessor", shortest_edge=224, crop_height=224, height=None)),
+    ({"feature_extractor_type": "DeiTFeatureExtractor", "size": 256, "crop_size": 224, "do_center_crop": True,
+      "resample": 3}, dict(processor_type="DeiTImageProcessor", height=256, width=256, crop_width=224)),
+    ({"feature_extractor_type": "ViTFeatureExtractor", "size": 224, "resample": 3},
+     dict(processor_type="ViTImageProcessor", height=224, shortest_edge=None, do_center_crop=False)),
+    ({"image_processor_type": "ConvNextImageProcessor", "size": {"shortest_edge": 384}},
+     dict(processor_type="ViTImageProcessor", shortest_edge=384)),
+], ids=["clip", "deit", "vit-mae", "other-class"])
+def test_older_hub_processor_files_are_read_as_transformers_reads_them(legacy, expected):
+    """The hub's older files (openai/clip-vit-base-patch16, facebook/deit-*, facebook/vit-mae-base) give
+    `size` as one number: the shorter side for CLIP, a square otherwise."""
+    cfg = PreprocessConfig.from_dict(legacy)
+    assert {key: getattr(cfg, key) for key in expected} == expected
+
+
+def test_another_resolution_keeps_the_resize_to_crop_ratio():
+    deit = PreprocessConfig.from_dict(family_processors()["deit"].to_dict())
+    at_384 = deit.at_resolution(384)
+    assert (at_384.height, at_384.width, at_384.crop_height, at_384.crop_width) == (439, 439, 384, 384)
+    assert at_384.square_output_size() == 384 and deit.square_output_size() == 224
+    clip = PreprocessConfig.from_dict(family_processors()["clip"].to_dict()).at_resolution(336)
+    assert (clip.shortest_edge, clip.crop_height) == (336, 336)
+    assert PreprocessConfig().at_resolution(384).output_size(32, 32) == (384, 384)
+    assert PreprocessConfig(height=None, width=None, shortest_edge=224).square_output_size() is None

@@ -2,13 +2,14 @@
 
 import json
 import logging
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import vit_finetune.modeling.hub as hub
-from helpers_hf import make_hf_siglip_checkpoint, make_hf_vit_checkpoint
+from helpers_hf import make_hf_family_checkpoint, make_hf_siglip_checkpoint, make_hf_vit_checkpoint
 from vit_finetune.modeling import (
     CheckpointError,
     ClassifierConfig,
@@ -19,6 +20,7 @@ from vit_finetune.modeling import (
     ours_to_hf,
 )
 from vit_finetune.modeling.convert import ADD_BATCH_DIM
+from vit_finetune.modeling.model import param_group
 from vit_finetune.modeling.hub import read_config_json
 
 TINY = dict(
@@ -26,8 +28,8 @@ TINY = dict(
 )
 
 
-def tiny_config(arch: str, pooling: str, num_labels: int = 3) -> ClassifierConfig:
-    encoder = encoder_config_for_size("tiny", arch=arch, **TINY)
+def tiny_config(arch: str, pooling: str, num_labels: int = 3, **encoder_fields) -> ClassifierConfig:
+    encoder = encoder_config_for_size("tiny", arch=arch, **TINY | encoder_fields)
     return ClassifierConfig(encoder=encoder, pooling=pooling, num_labels=num_labels)
 
 
@@ -45,14 +47,34 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         ("siglip", "mean", "SiglipForImageClassification"),
         ("siglip", "map", "SiglipForImageClassification"),
         ("siglip", "map", "SiglipVisionModel"),
+        ("deit", "cls_distill", "DeiTForImageClassificationWithTeacher"),
+        ("deit", "cls", "DeiTForImageClassification"),
+        ("deit", "cls", "DeiTModel"),
+        ("dinov2", "cls_mean", "Dinov2ForImageClassification"),
+        ("dinov2", "cls_mean", "Dinov2Model"),
+        ("dinov2_with_registers", "cls_mean", "Dinov2WithRegistersForImageClassification"),
+        ("clip", "mean", "CLIPForImageClassification"),
+        ("clip", "cls", "CLIPVisionModel"),
+        ("vit_mae", "mean", "ViTMAEModel"),
+        ("vit_mae", "cls", "ViTForImageClassification"),
     ],
 )
 def test_ours_to_hf_to_ours_is_identity(arch, pooling, hf_class):
     config = tiny_config(arch, pooling)
     state = build_classifier(config).state_dict()
-    if not hf_class.endswith("ForImageClassification"):
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    if "ForImageClassification" not in hf_class:
+        state = {k: v for k, v in state.items() if param_group(k) != "classifier"}
     assert_same_tensors(hf_to_ours(ours_to_hf(state, config, hf_class), config), state)
+
+
+def test_swiglu_mlp_maps_to_dinov2_fused_weights():
+    config = tiny_config("dinov2", "cls_mean", use_swiglu_ffn=True)
+    state = build_classifier(config).state_dict()
+    hf = ours_to_hf(state, config, "Dinov2ForImageClassification")
+    fused = hf["dinov2.encoder.layer.0.mlp.weights_in.weight"]  # (2I, D): gate rows, then value rows
+    assert fused.shape == (2 * 64, 32) and torch.equal(fused, state["backbone.encoder.layers.0.mlp.w12.weight"])
+    assert torch.equal(hf["dinov2.embeddings.mask_token"], torch.zeros(1, 32))  # HF's init; unused by us
+    assert_same_tensors(hf_to_ours(hf, config), state)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +84,23 @@ def test_ours_to_hf_to_ours_is_identity(arch, pooling, hf_class):
         (make_hf_vit_checkpoint, {"num_labels": None}, "ViTModel", ["pooler.dense.weight", "pooler.dense.bias"]),
         (make_hf_siglip_checkpoint, {}, "SiglipForImageClassification", []),
         (make_hf_siglip_checkpoint, {"num_labels": None}, "SiglipVisionModel", []),
+        (make_hf_family_checkpoint, dict(family="deit", hf_class="DeiTForImageClassificationWithTeacher"),
+         "DeiTForImageClassificationWithTeacher", []),
+        (make_hf_family_checkpoint, dict(family="deit", hf_class="DeiTModel", num_labels=None), "DeiTModel",
+         ["pooler.dense.weight", "pooler.dense.bias"]),
+        (make_hf_family_checkpoint, dict(family="dinov2", hf_class="Dinov2ForImageClassification"),
+         "Dinov2ForImageClassification", []),  # mask_token: written back as HF initialises it (zeros)
+        (make_hf_family_checkpoint, dict(family="dinov2_with_registers", hf_class="Dinov2WithRegistersModel",
+                                         num_labels=None, use_swiglu_ffn=True), "Dinov2WithRegistersModel", []),
+        (make_hf_family_checkpoint, dict(family="clip", hf_class="CLIPForImageClassification"),
+         "CLIPForImageClassification", []),
+        (make_hf_family_checkpoint, dict(family="clip_vision_model", hf_class="CLIPVisionModel", num_labels=None),
+         "CLIPVisionModel", []),
+        (make_hf_family_checkpoint, dict(family="vit_mae", hf_class="ViTMAEModel", num_labels=None), "ViTMAEModel",
+         []),
     ],
+    ids=["vit", "vit-model", "siglip", "siglip-vision", "deit-teacher", "deit-model", "dinov2",
+         "dinov2-registers-swiglu", "clip", "clip-vision", "vit-mae"],
 )
 def test_hf_file_to_ours_to_hf_is_identity(tmp_path, make, kwargs, hf_class, dropped):
     folder = make(tmp_path, **kwargs)
@@ -81,6 +119,21 @@ def test_siglip_model_keeps_vision_tower_and_drops_text_tower(tmp_path):
     back = ours_to_hf(ours, config, "SiglipVisionModel")
     vision = {k.removeprefix("vision_model."): v for k, v in file_state.items() if k.startswith("vision_model.")}
     assert_same_tensors(back, vision)
+
+
+@pytest.mark.parametrize("hf_class, prefix, dropped", [
+    ("CLIPModel", "vision_model.", r"text_model\.|logit_scale|_projection"),
+    ("ViTMAEForPreTraining", "vit.", r"decoder\."),
+])
+def test_contrastive_and_pre_training_checkpoints_keep_the_vision_tower(tmp_path, hf_class, prefix, dropped):
+    family = "clip" if hf_class == "CLIPModel" else "vit_mae"
+    folder = make_hf_family_checkpoint(tmp_path, family, hf_class, num_labels=None)
+    file_state = load_file(folder / "model.safetensors")
+    config = ClassifierConfig.from_hf_config(read_config_json(folder))
+    back = ours_to_hf(hf_to_ours(file_state, config), config, "CLIPVisionModel" if family == "clip" else "ViTMAEModel")
+    vision = {k.removeprefix(prefix): v for k, v in file_state.items() if k.startswith(prefix)}
+    assert_same_tensors(back, vision)
+    assert all(re.search(dropped, k) for k in file_state if not k.startswith(prefix))
 
 
 def test_reshape_step_maps_siglip_position_table_both_ways(tmp_path):

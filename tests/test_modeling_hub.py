@@ -27,30 +27,54 @@ def tiny_classifier(arch: str, pooling: str):
     encoder = encoder_config_for_size("tiny", arch=arch, **TINY)
     torch.manual_seed(0)
     labels = {0: "cat", 1: "dog", 2: "bird"}
-    return build_classifier(ClassifierConfig(encoder=encoder, pooling=pooling, num_labels=3, id2label=labels)).eval()
+    model = build_classifier(ClassifierConfig(encoder=encoder, pooling=pooling, num_labels=3, id2label=labels))
+    with torch.no_grad():  # LayerNorms and LayerScale off their init values, so that a mix-up shows
+        for name, param in model.named_parameters():
+            if "norm" in name or "gamma" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    return model.eval()
 
 
 @pytest.mark.parametrize(
     "arch, pooling, hf_class",
-    [("vit", "cls", "ViTForImageClassification"), ("siglip", "mean", "SiglipForImageClassification")],
+    [
+        ("vit", "cls", "ViTForImageClassification"),
+        ("siglip", "mean", "SiglipForImageClassification"),
+        ("deit", "cls", "DeiTForImageClassification"),
+        ("deit", "cls_distill", "DeiTForImageClassificationWithTeacher"),
+        ("dinov2", "cls_mean", "Dinov2ForImageClassification"),
+        ("dinov2_with_registers", "cls_mean", "Dinov2WithRegistersForImageClassification"),
+        ("clip", "mean", "CLIPForImageClassification"),
+        ("vit_mae", "cls", "ViTForImageClassification"),  # the same network; HF has no ViT-MAE classifier
+    ],
 )
 @torch.no_grad()
 def test_saved_native_folder_loads_in_transformers_with_same_logits(tmp_path, arch, pooling, hf_class):
     model = tiny_classifier(arch, pooling)
-    save_classifier(model, tmp_path)
-    raw = read_config_json(tmp_path)
+    save_classifier(model, tmp_path / "ours")
+    raw = read_config_json(tmp_path / "ours")
     assert raw["architectures"] == [hf_class] and raw["id2label"] == {"0": "cat", "1": "dog", "2": "bird"}
-    hf, info = transformers.AutoModelForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
+    hf, info = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "ours",
+                                                                            output_loading_info=True)
     assert type(hf).__name__ == hf_class
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     x = torch.randn(2, 3, 32, 32)
     assert (hf.eval()(x).logits - model(x).logits).abs().max() <= 1e-5
-    reloaded = load_classifier(tmp_path)
-    assert reloaded.config == model.config
-    assert torch.equal(reloaded(x).logits, model(x).logits)
+    hf.save_pretrained(tmp_path / "hf")  # ours -> HF -> ours: bitwise
+    for folder in (tmp_path / "ours", tmp_path / "hf"):
+        reloaded = load_classifier(folder)
+        if arch == "vit_mae":  # comes back as the ViT it was exported as
+            assert reloaded.config.encoder.arch == "vit"
+            assert (reloaded(x).logits - model(x).logits).abs().max() <= 1e-6
+        else:
+            assert reloaded.config.encoder == model.config.encoder
+        assert reloaded.config.pooling == pooling and reloaded.config.id2label == model.config.id2label
+        assert reloaded.state_dict().keys() == model.state_dict().keys()
+        assert all(torch.equal(reloaded.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("arch, pooling", [("vit", "mean"), ("vit", "map"), ("siglip", "map")])
+@pytest.mark.parametrize("arch, pooling", [("vit", "mean"), ("vit", "map"), ("siglip", "map"), ("vit_mae", "mean"),
+                                           ("dinov2", "cls"), ("clip", "cls"), ("deit", "mean")])
 @torch.no_grad()
 def test_project_format_round_trips(tmp_path, arch, pooling):
     model = tiny_classifier(arch, pooling)

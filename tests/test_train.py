@@ -1,6 +1,7 @@
 """Training end to end on generated data: artefacts, reload, fine-tuning, resume, guards."""
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -9,17 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import TrainingArguments
 
 from data_helpers import make_image_folder
 from helpers_hf import make_hf_vit_checkpoint
 from train_helpers import tiny_run_tree, weights
 from vit_finetune.config import run_config_from_dict
+from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.collate import ImageCollator
+from vit_finetune.data.config import AugmentConfig, RandomErasingConfig
+from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import load_splits
 from vit_finetune.modeling import load_classifier
-from vit_finetune.training.checkpoints import LOCK_FILE, STAGING_DIR, ResumeError, missing_checkpoint_files
+from vit_finetune.modeling.config import ClassifierConfig, encoder_config_for_size
+from vit_finetune.modeling.model import ImageClassifier
+from vit_finetune.training.checkpoints import ResumeError
 from vit_finetune.training.run import train
+from vit_finetune.training.trainer import ClassifierTrainer
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("red", "green", "blue", "yellow")
@@ -126,42 +134,57 @@ def test_config_error_exits_non_zero_naming_the_key(tmp_path):
     assert "training.learning_rate" in result.stderr and str(config) in result.stderr
 
 
-def test_two_process_cpu_run_matches_single_process(tmp_path):
-    """torchrun with 2 gloo processes x batch 4 == 1 process x batch 8 (64 train images: no ragged batch), with
-    the defaults' best-model tracking, evaluating and saving every 4 steps (checkpoint rotation included)."""
-    data = make_image_folder(tmp_path / "data", classes=CLASSES, per_class=20)
-    configs = {}
-    for name, batch in (("single", 8), ("multi", 4)):
-        tree = tiny_run_tree(data, tmp_path / name, per_device_train_batch_size=batch, eval_strategy="steps",
-                             save_strategy="steps", eval_steps=4, save_steps=4, save_total_limit=2)
-        tree["data"]["augment"] = {"crop": "none", "horizontal_flip": False}  # per-process RNG streams differ
-        configs[name] = tmp_path / f"{name}.yaml"
-        configs[name].write_text(yaml.safe_dump(tree))
-    script = str(REPO / "scripts" / "train.py")
-    single = subprocess.run([sys.executable, script, "--config", str(configs["single"])],
-                            capture_output=True, text=True, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script,
-                            "--config", str(configs["multi"])], capture_output=True, text=True, timeout=600)
-    assert multi.returncode == 0, multi.stderr[-3000:]
-    for name in ("single", "multi"):
-        assert_same_checkpoint_bookkeeping(tmp_path / name, rng_files=1 if name == "single" else 2)
-    for folder in ("", "checkpoint-16"):  # the best model (final folder) and the last checkpoint
-        expected, actual = weights(tmp_path / "single" / folder), weights(tmp_path / "multi" / folder)
-        assert expected.keys() == actual.keys()
-        for key in expected:
-            assert torch.allclose(expected[key], actual[key], atol=1e-5), (folder, key)
-    steps = json.loads((tmp_path / "multi" / "trainer_log.json").read_text())[-1]["step"]
-    assert steps == 2 * 64 // 8  # the data really was split between the processes
+def test_training_step_augmentations_reach_the_loss(tmp_path):
+    """data.augment's random erasing and mixup / cutmix run on training batches, whose loss is then the
+    soft-target cross-entropy of the augmented batch; evaluation batches keep the model's own loss."""
+    encoder = encoder_config_for_size("cifar-tiny", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, patch_size=8)
+    model = ImageClassifier(ClassifierConfig(encoder=encoder, pooling="mean", num_labels=4))
+    augment = AugmentConfig(mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1,
+                            random_erasing=RandomErasingConfig(p=1.0))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = ClassifierTrainer(model=model, args=args, batch_augment=augment)
+    pixels, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
+
+    def batch():
+        return {"pixel_values": pixels.clone(), "labels": labels.clone()}
+
+    with torch.no_grad():
+        torch.manual_seed(0)
+        loss = trainer.compute_loss(model.train(), batch())
+        torch.manual_seed(0)
+        mixed = augment_train_batch(batch(), 4, augment)
+        assert mixed["labels"].shape == (8, 4) and not torch.equal(mixed["pixel_values"], pixels)
+        assert loss == soft_target_cross_entropy(model(mixed["pixel_values"]).logits, mixed["labels"])
+        assert trainer.compute_loss(model.eval(), batch()) == model(pixels, labels=labels).loss
 
 
-def assert_same_checkpoint_bookkeeping(output_dir: Path, rng_files: int) -> None:
-    """Complete published checkpoints (one RNG file per process), the best one kept, every path final."""
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
-    best = Path(state["best_model_checkpoint"])
-    assert best.parent == output_dir and best in checkpoints and checkpoints[-1].name == "checkpoint-16"
-    assert len(checkpoints) == 2  # save_total_limit, the best one kept
-    for folder in checkpoints:
-        assert missing_checkpoint_files(folder) == [] and len(list(folder.glob("rng_state*.pth"))) == rng_files
-    assert not (output_dir / STAGING_DIR).exists() and not (output_dir / LOCK_FILE).exists()
+def test_gradient_checkpointing_through_the_train_command(data_dir, tmp_path, caplog, monkeypatch):
+    """`training.gradient_checkpointing=true` on the train command: the same weights after 3 steps (dropout and
+    stochastic depth on: the recomputation replays their draws), and fewer activations kept per step."""
+    from vit_finetune.bench.memory import saved_tensor_counter
+    from vit_finetune.commands.train import main as train_main
+    from vit_finetune.training.trainer import ClassifierTrainer
+
+    saved_per_step = []
+    plain_step = ClassifierTrainer.training_step
+
+    def counted_step(self, model, inputs, num_items_in_batch=None):
+        with saved_tensor_counter({p.untyped_storage().data_ptr() for p in model.parameters()}) as saved:
+            loss = plain_step(self, model, inputs, num_items_in_batch)
+        saved_per_step.append(sum(saved.values()))
+        return loss
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", counted_step)
+    caplog.set_level(logging.INFO, logger="vit_finetune")
+    for name, overrides in (("plain", []), ("checkpointed", ["training.gradient_checkpointing=true"])):
+        tree = tiny_run_tree(data_dir, tmp_path / name, max_steps=3, eval_strategy="no", save_strategy="no",
+                             load_best_model_at_end=False)
+        tree["model"].update(num_hidden_layers=4, hidden_dropout_prob=0.1, drop_path_rate=0.2)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(tree))
+        assert train_main(["--config", str(tmp_path / f"{name}.yaml"), *overrides]) == 0
+    assert "activation checkpointing: every 1 of 4 encoder layers" in caplog.text
+    plain, checkpointed = weights(tmp_path / "plain"), weights(tmp_path / "checkpointed")
+    for key in plain:
+        assert torch.allclose(plain[key], checkpointed[key], atol=1e-5, rtol=0), key
+    assert len(saved_per_step) == 6 and max(saved_per_step[3:]) < 0.5 * min(saved_per_step[:3])

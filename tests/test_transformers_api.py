@@ -23,14 +23,19 @@ TRAINER_PY = "vit_finetune/training/trainer.py"
 # Trainer methods ClassifierTrainer overrides: signature (annotations left out) and what the override is for.
 OVERRIDDEN = {
     "training_step": ("(self, model, inputs, num_items_in_batch=None)", "the non-finite-loss guard"),
+    "compute_loss": ("(self, model, inputs, return_outputs=False, num_items_in_batch=None)",
+                     "the training-step augmentations and the soft-target loss"),
     "_save": ("(self, output_dir=None, state_dict=None)", "saving our model as a complete HF-native folder"),
-    "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/.incomplete"),
+    "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/_incomplete"),
     "_load_from_checkpoint": ("(self, resume_from_checkpoint, model=None)", "the strict reload on resume"),
     "_load_best_model": ("(self)", "the strict reload of the best model at the end"),
     "_get_dataloader": ("(self, dataset, description, batch_size, sampler_fn=None, is_training=False, "
                         "dataloader_key=None)", "data-loader workers that ignore SIGINT / SIGTERM"),
     "_load_optimizer_and_scheduler": ("(self, checkpoint)", "checking the loaded optimizer state against the "
                                       "parameters before the first step"),
+    "create_model_card": ("(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, "
+                          "tasks=None, dataset_tags=None, dataset=None, dataset_args=None)",
+                          "keeping the run's own model card (README.md) when push_to_hub uploads the folder"),
 }
 
 # Other functions the checkpoint code calls, with their recorded signatures.
@@ -93,6 +98,15 @@ def test_checkpoints_are_written_under_get_output_dir_and_published_on_save():
     assert (PREFIX_CHECKPOINT_DIR, transformers.trainer.TRAINER_STATE_NAME) == ("checkpoint", TRAINER_STATE), changed(
         "the checkpoint folder prefix and state file name", f"{PREFIX_CHECKPOINT_DIR!r}, "
         f"{transformers.trainer.TRAINER_STATE_NAME!r}", f"'checkpoint', {TRAINER_STATE!r}", "the checkpoint names")
+
+
+@pytest.mark.parametrize("name", ["push_to_hub", "_push_from_checkpoint"])
+def test_hub_uploads_of_output_dir_leave_out_private_files_and_checkpoints(name):
+    """`_lock` and `_incomplete/` stay local because every upload of output_dir ignores `_*` (and checkpoints)."""
+    source = inspect.getsource(getattr(Trainer, name))
+    assert 'ignore_patterns=["_*", f"{PREFIX_CHECKPOINT_DIR}-*"]' in source, changed(
+        f"Trainer.{name}", "uploading with other ignore_patterns", '["_*", "checkpoint-*"]',
+        "the names of private files (training/checkpoints.py: STAGING_DIR, LOCK_FILE)")
 
 
 @pytest.mark.parametrize("name", ["_load_optimizer_and_scheduler", "_load_rng_state", "_load_scaler"])

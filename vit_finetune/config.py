@@ -29,8 +29,8 @@ class ModelSection:
     """Which model to fine-tune, or the sizes of one to train from scratch.
 
     Besides the keys below, `model.<field>` sets an `EncoderConfig` field marked for run configs
-    (`image_size`; for a random init also `hidden_size`, `num_hidden_layers`, ... : see
-    `modeling.config.run_config_fields`); those are collected in `encoder`.
+    (`image_size`, the dropout rates and `drop_path_rate`; for a random init also `hidden_size`,
+    `num_hidden_layers`, ... : see `modeling.config.run_config_fields`); those are collected in `encoder`.
     """
 
     checkpoint: str | None = None  # HF hub id or local folder; None = random init

@@ -4,8 +4,8 @@
     logits = forward_logits(loaded.model, preprocess_images(images, loaded.preprocess), resolve_precision("auto"))
 
 Accepted folders: a training output (`save_classifier` + `preprocessor_config.json` + `run_config.yaml`),
-any `checkpoint-N` inside one (its run config is read from the parent), an HF-native
-`ViTForImageClassification` / `SiglipForImageClassification` folder, or a project-format folder
+any `checkpoint-N` inside one (its run config is read from the parent), an HF-native folder of a
+supported family (`ViTForImageClassification`, `Dinov2ForImageClassification`, ...), or a project-format folder
 (`"format": "vit_finetune"` in `config.json`). Weights are read by `modeling.hub` (safetensors; pickles
 only with `weights_only=True`). Evaluation and prediction both start here; this module imports neither
 `datasets` nor the Trainer, so prediction starts fast.
@@ -50,8 +50,10 @@ class LoadedModel:
 def load_for_inference(name_or_dir: str | Path) -> LoadedModel:
     """Load the model, preprocessing settings and (if recorded) run config of a folder or hub id."""
     model_dir = find_model_dir(name_or_dir)
-    model = load_classifier(model_dir)
-    return LoadedModel(model=model, preprocess=load_preprocess(model_dir, model),
+    processor = read_preprocess(model_dir)
+    # at the processor's input size: DINOv2 checkpoints store positions for 518 px and crop 224
+    model = load_classifier(model_dir, image_size=processor.square_output_size() if processor else None)
+    return LoadedModel(model=model, preprocess=checked_preprocess(model_dir, processor, model),
                        run_config=read_resolved_config(model_dir), model_dir=model_dir)
 
 
@@ -67,23 +69,25 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
         raise CheckpointError(message) from None
 
 
-def load_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:
-    """The folder's `preprocessor_config.json` (its output size must be the model's); without one, the
-    defaults at the model's resolution."""
+def checked_preprocess(model_dir: Path, processor: PreprocessConfig | None, model: ImageClassifier) -> PreprocessConfig:
+    """The folder's processor, whose output size must be the model's; without one, the defaults at the model's
+    resolution."""
     size = model.config.encoder.image_size
-    if not (model_dir / PROCESSOR_FILE).is_file():
+    if processor is None:
         logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
         return PreprocessConfig(height=size, width=size)
-    preprocess = read_preprocess(model_dir)
-    output = preprocess.fixed_output_size
+    output = processor.fixed_output_size
     if output is not None and output != (size, size):
         raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: gives {output[0]}x{output[1]} px inputs, but the model "
                               f"takes {size}x{size} px (config.json image_size)")
-    return preprocess
+    return processor
 
 
-def read_preprocess(model_dir: Path) -> PreprocessConfig:
-    """A folder's `preprocessor_config.json`; one this project cannot read is a `CheckpointError` naming it."""
+def read_preprocess(model_dir: Path) -> PreprocessConfig | None:
+    """A folder's `preprocessor_config.json` (None without one); one this project cannot read is a
+    `CheckpointError` naming it."""
+    if not (model_dir / PROCESSOR_FILE).is_file():
+        return None
     try:
         return PreprocessConfig.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors

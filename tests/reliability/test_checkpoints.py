@@ -49,7 +49,7 @@ def test_save_failing_half_way_leaves_previous_checkpoint_and_final_model(data_d
     assert checkpoint_steps(output_dir) == [FIRST]
     assert newest_complete_checkpoint(output_dir) == output_dir / f"checkpoint-{FIRST}"
     assert file_bytes(output_dir / f"checkpoint-{FIRST}") == checkpoint_before
-    assert file_bytes(output_dir) == final_before  # the final model and its artefacts, and no .lock left
+    assert file_bytes(output_dir) == final_before  # the final model and its artefacts, and no lock file left
     load_classifier(output_dir), load_classifier(output_dir / f"checkpoint-{FIRST}")
 
     monkeypatch.undo()  # the disk has space again: the next resume finishes and clears the leftovers

@@ -14,7 +14,7 @@ import yaml
 from transformers import TrainerCallback
 
 from vit_finetune.commands import EXIT_INTERRUPTED, EXIT_TERMINATED
-from vit_finetune.training.checkpoints import STAGING_DIR, missing_checkpoint_files
+from vit_finetune.training.checkpoints import LOCK_FILE, STAGING_DIR, missing_checkpoint_files
 from vit_finetune.training.signals import GracefulInterrupt
 
 from .helpers import (STEPS_PER_EPOCH, add_callback, assert_same_weights, checkpoint_steps, command_env, command_line,
@@ -56,7 +56,7 @@ def test_signal_saves_checkpoint_exits_and_resume_finishes_the_run(reference, da
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # the previous handlers are back
     assert checkpoint_steps(output_dir)[-1] == step
     assert missing_checkpoint_files(output_dir / f"checkpoint-{step}") == []
-    assert not (output_dir / "model.safetensors").exists() and not (output_dir / ".lock").exists()
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / LOCK_FILE).exists()
     assert not (output_dir / STAGING_DIR).exists()
 
     monkeypatch.undo()

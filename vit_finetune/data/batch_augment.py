@@ -25,6 +25,6 @@ def augment_train_batch(batch: dict[str, torch.Tensor], num_classes: int, cfg: A
     pixel_values, labels = batch["pixel_values"], batch["labels"]
     if cfg.random_erasing.p > 0:
         pixel_values = random_erasing(pixel_values, cfg.random_erasing, generator)
-    if cfg.mixup_enabled or cfg.label_smoothing > 0:
+    if cfg.soft_targets:
         pixel_values, labels = mix_batch(pixel_values, labels, num_classes, cfg, generator)
     return {**batch, "pixel_values": pixel_values, "labels": labels}

@@ -135,6 +135,11 @@ class AugmentConfig:
         """Whether training batches are mixed (then the loss needs the soft targets of `mixup.mix_batch`)."""
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
 
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training labels become soft targets (B, num_classes): mixing or label smoothing is on."""
+        return self.mixup_enabled or self.label_smoothing > 0
+
 
 @dataclass
 class DataConfig:
@@ -159,7 +164,6 @@ class DataConfig:
     label_column: str | None = None
     on_bad_image: Literal["fail", "skip"] = "fail"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_workers: int = 0
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -173,7 +177,5 @@ class DataConfig:
                 raise ValueError(f"data.{name}: must be >= 1 or null, got {value}")
         if self.on_bad_image not in ("fail", "skip"):
             raise ValueError(f"data.on_bad_image: must be 'fail' or 'skip', got {self.on_bad_image!r}")
-        if self.num_workers < 0:
-            raise ValueError(f"data.num_workers: must be >= 0, got {self.num_workers}")
         if self.train_split == self.eval_split:
             raise ValueError(f"data.eval_split: must differ from train_split ({self.train_split!r})")

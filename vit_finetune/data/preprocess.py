@@ -16,22 +16,30 @@ tuned routes that compute the same faster; the collator writes into reused buffe
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import PIL
 from PIL import Image
 
 from . import fast_resize
 
 PROCESSOR_FILE = "preprocessor_config.json"
 MAX_SIDE = 4096  # px: the largest height, width, shortest edge or crop size a processor config may ask for
+PIL_MAJOR = int(PIL.__version__.split(".")[0])
 # PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
 TORCH_MODE = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}
+# The transformers image processors whose settings these fields describe (the checkpoints of every
+# supported family use one), and those for which a `size` given as one number is the shorter side
+# (transformers' `default_to_square=False`); for the others it is a square. `crop_size` is a square.
+PROCESSOR_TYPES = ("ViTImageProcessor", "DeiTImageProcessor", "BitImageProcessor", "CLIPImageProcessor",
+                   "SiglipImageProcessor")
+SHORTEST_EDGE_TYPES = ("BitImageProcessor", "CLIPImageProcessor")
 
 
 @dataclass
@@ -57,6 +65,7 @@ class PreprocessConfig:
     do_center_crop: bool = False
     crop_height: int | None = None
     crop_width: int | None = None
+    processor_type: str = "ViTImageProcessor"  # the transformers class `save_pretrained` names
 
     def __post_init__(self) -> None:
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
@@ -66,6 +75,9 @@ class PreprocessConfig:
             raise ValueError("preprocess.height/width: give height and width, or shortest_edge (not both)")
         if self.do_center_crop and (self.crop_height is None or self.crop_width is None):
             raise ValueError("preprocess.crop_height/crop_width: required when do_center_crop is true")
+        if self.processor_type not in PROCESSOR_TYPES:
+            raise ValueError(f"preprocess.processor_type: supported are {list(PROCESSOR_TYPES)}, "
+                             f"got {self.processor_type!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError(f"preprocess.image_mean/image_std: need 3 values, std > 0, got {self.image_mean}, {self.image_std}")
         sides = [side for side in (self.height, self.width, self.shortest_edge, self.crop_height, self.crop_width)
@@ -100,14 +112,37 @@ class PreprocessConfig:
             return self.height, self.width
         return None
 
+    def square_output_size(self) -> int | None:
+        """The side of the model input when every image becomes the same square, else None."""
+        size = self.fixed_output_size
+        return size[0] if size is not None and size[0] == size[1] else None
+
+    def at_resolution(self, image_size: int) -> "PreprocessConfig":
+        """The same steps for a model input of `image_size` px (fine-tuning at another resolution, e.g.
+        384): the crop becomes that size and the resize keeps its ratio to the crop (256 -> 224 stays
+        8:7); without a crop the resize itself targets it."""
+        if not self.do_center_crop:
+            if self.shortest_edge is not None:
+                return replace(self, shortest_edge=image_size)
+            return replace(self, height=image_size, width=image_size)
+        def scaled(side: int | None) -> int | None:
+            return None if side is None else round(side * image_size / self.crop_height)
+
+        return replace(self, height=scaled(self.height), width=scaled(self.width),
+                       shortest_edge=scaled(self.shortest_edge), crop_height=image_size, crop_width=image_size)
+
     # ---- (de)serialisation -------------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, processor: dict) -> "PreprocessConfig":
-        """Build from an image-processor dict (`preprocessor_config.json` / `processor.to_dict()`)."""
-        size, crop = processor.get("size") or {}, processor.get("crop_size") or {}
+        """Build from an image-processor dict (`preprocessor_config.json` / `processor.to_dict()`), including
+        the older feature-extractor files of the hub (`"size": 224`, `"feature_extractor_type"`)."""
+        kind = _processor_type(processor)
+        size = _size_dict(processor.get("size"), square=kind not in SHORTEST_EDGE_TYPES)
+        crop = _size_dict(processor.get("crop_size"), square=True)
         defaults = cls()
         return cls(
+            processor_type=kind,
             height=size.get("height"), width=size.get("width"), shortest_edge=size.get("shortest_edge"),
             resample=_resample_name(processor.get("resample", PIL_RESAMPLE[defaults.resample])),
             do_resize=processor.get("do_resize", defaults.do_resize),
@@ -135,7 +170,7 @@ class PreprocessConfig:
         size = {"height": self.height, "width": self.width}
         if self.shortest_edge is not None:
             size = {"shortest_edge": self.shortest_edge}
-        processor = {"image_processor_type": "ViTImageProcessor", "size": size,
+        processor = {"image_processor_type": self.processor_type, "size": size,
                      "resample": PIL_RESAMPLE[self.resample]}
         fields = asdict(self)
         for key in ("do_resize", "do_rescale", "rescale_factor", "do_normalize", "do_center_crop"):
@@ -151,6 +186,21 @@ class PreprocessConfig:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_processor_dict(), indent=2) + "\n")
         return path
+
+
+def _processor_type(processor: dict) -> str:
+    """The transformers class a processor dict names (an older `...FeatureExtractor` as its processor);
+    a class outside `PROCESSOR_TYPES` is read as a ViT processor with the same fields."""
+    name = processor.get("image_processor_type") or processor.get("feature_extractor_type") or "ViTImageProcessor"
+    name = name.removesuffix("Pil").replace("FeatureExtractor", "ImageProcessor").replace("Fast", "")
+    return name if name in PROCESSOR_TYPES else "ViTImageProcessor"
+
+
+def _size_dict(size: int | dict | None, square: bool) -> dict:
+    """A processor `size` / `crop_size` as a dict; one number is a square, or the shorter side."""
+    if size is None or isinstance(size, dict):
+        return size or {}
+    return {"height": size, "width": size} if square else {"shortest_edge": size}
 
 
 def _resample_name(code: int | str) -> str:
@@ -218,12 +268,23 @@ def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
 
 def _resize_pixels(pixels: torch.Tensor, size: tuple[int, int], resample: str) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> channels-last uint8 (B, 3, *size) with torch's PIL-compatible kernel; as
-    is when already that size. Each axis that changes is one pass, the width first, as in PIL."""
+    is when already that size. Each axis that changes is one pass with uint8 in between, in PIL's order
+    (`pil_resizes_height_first`); torch's kernel takes the width first."""
     if tuple(pixels.shape[-2:]) == tuple(size):
         return pixels
     pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
     mode = TORCH_MODE[resample]
+    if pil_resizes_height_first(tuple(pixels.shape[-2:]), tuple(size)):
+        pixels = F.interpolate(pixels, size=(size[0], pixels.shape[-1]), mode=mode, antialias=mode != "nearest-exact")
     return F.interpolate(pixels, size=size, mode=mode, antialias=mode != "nearest-exact")
+
+
+def pil_resizes_height_first(source: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether Pillow resizes (H, W) -> (h, w) vertically first: since Pillow 13 (python-pillow/Pillow#9549)
+    when the height shrinks by more than twice as many pixels as the width (measured against Pillow;
+    with bicubic's overshoot the order changes results by up to ~20 grey levels where uint8 clips)."""
+    (height, width), (new_height, new_width) = source, target
+    return PIL_MAJOR >= 13 and new_height < height and height - new_height > 2 * (width - new_width)
 
 
 def center_crop(pixels: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,40 +1,62 @@
 """Typed model configs with Hugging Face field names, built from an HF `config.json` or a named size.
 
-`EncoderConfig` describes the from-scratch ViT / SigLIP encoder; `ClassifierConfig` adds the pooling
-and the label set.  Family details that break exactness if hard-coded (LayerNorm eps, GELU flavour,
-CLS token) live in `ARCH_DEFAULTS`; model sizes live in `SIZES`.  The `EncoderConfig` fields that a
+`EncoderConfig` describes the one from-scratch encoder for every supported family (ViT, SigLIP, DeiT,
+DINOv2 with and without registers, CLIP vision, ViT-MAE); `ClassifierConfig` adds the pooling and the
+label set.  Family details that break exactness if hard-coded (LayerNorm eps, GELU flavour, CLS and
+distillation tokens, LayerScale, where the final LayerNorm applies) live in `ARCH_DEFAULTS`; model sizes
+live in `SIZES`.  The `EncoderConfig` fields that a
 run config may set (`model.hidden_size`, ...) carry a `run_config` marker in their field metadata.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import transformers
 
-Arch = Literal["vit", "siglip"]
-Pooling = Literal["cls", "mean", "map"]
+Arch = Literal["vit", "siglip", "deit", "dinov2", "dinov2_with_registers", "clip", "vit_mae"]
+# cls: the CLS token; mean: mean of the patch tokens; map: SigLIP attention pooling; cls_mean: CLS and
+# mean patch token side by side (Dinov2ForImageClassification); cls_distill: the mean of a CLS head and a
+# distillation-token head (DeiTForImageClassificationWithTeacher).
+Pooling = Literal["cls", "mean", "map", "cls_mean", "cls_distill"]
+# Where the final LayerNorm applies: every token (ViT); only the CLS token, mean pooling reading the
+# un-normalised tokens (CLIP's post_layernorm); the pooled vector (MAE fine-tuning's fc_norm).
+FinalNorm = Literal["tokens", "cls", "pooled"]
 AttnImplementation = Literal["sdpa", "eager"]  # HF's names: fused scaled_dot_product_attention, or plain ops
 
-# Per-family details, as the HF configs and checkpoints have them.
+# Per-family details, as the HF configs and checkpoints have them; HF config.json values override the
+# first four, the rest is the family's structure (config.json does not say it).
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vit": dict(
-        layer_norm_eps=1e-12,
-        hidden_act="gelu",
-        qkv_bias=True,
-        class_token=True,
-        default_pooling="cls",
-    ),
+    "vit": dict(layer_norm_eps=1e-12, hidden_act="gelu", qkv_bias=True, class_token=True, default_pooling="cls"),
     "siglip": dict(
-        layer_norm_eps=1e-6,
-        hidden_act="gelu_pytorch_tanh",
-        qkv_bias=True,
-        class_token=False,
+        layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh", qkv_bias=True, class_token=False,
         default_pooling="mean",  # what SiglipForImageClassification does
+    ),
+    "deit": dict(
+        layer_norm_eps=1e-12, hidden_act="gelu", qkv_bias=True, class_token=True, distillation_token=True,
+        default_pooling="cls_distill",  # the hub's distilled DeiT checkpoints (model_type deit)
+    ),
+    "dinov2": dict(
+        layer_norm_eps=1e-6, hidden_act="gelu", qkv_bias=True, class_token=True, layerscale_value=1.0,
+        default_pooling="cls_mean",  # Dinov2ForImageClassification
+    ),
+    "dinov2_with_registers": dict(
+        layer_norm_eps=1e-6, hidden_act="gelu", qkv_bias=True, class_token=True, layerscale_value=1.0,
+        num_register_tokens=4, interpolate_antialias=True, default_pooling="cls_mean",
+    ),
+    "clip": dict(
+        layer_norm_eps=1e-5, hidden_act="quick_gelu", qkv_bias=True, class_token=True, pre_norm=True,
+        patch_bias=False, final_norm="cls", default_pooling="mean",  # CLIPForImageClassification
+    ),
+    "vit_mae": dict(
+        layer_norm_eps=1e-12, hidden_act="gelu", qkv_bias=True, class_token=True, sincos_positions=True,
+        final_norm="pooled", default_pooling="mean",  # the MAE paper's fine-tuning
     ),
 }
 
@@ -57,19 +79,40 @@ SIZES: dict[str, dict[str, int]] = {
 }
 SIZE_LETTERS = {"Ti": "tiny", "S": "small", "B": "base", "L": "large", "H": "huge"}
 
-HF_VISION_MODEL_TYPES = {"vit": "vit", "siglip": "siglip", "siglip_vision_model": "siglip"}
+# HF model_type -> our family; the composite types hold the vision tower under `vision_config`.
+HF_VISION_MODEL_TYPES = {
+    "vit": "vit", "siglip": "siglip", "siglip_vision_model": "siglip", "deit": "deit", "dinov2": "dinov2",
+    "dinov2_with_registers": "dinov2_with_registers", "clip": "clip", "clip_vision_model": "clip",
+    "vit_mae": "vit_mae",
+}
+COMPOSITE_MODEL_TYPES = {"siglip": "siglip_vision_model", "clip": "clip_vision_model"}
+# Our family -> the model_type of its HF vision config.
+HF_VISION_CONFIG_TYPES = {arch: COMPOSITE_MODEL_TYPES.get(arch, arch) for arch in ARCH_DEFAULTS}
+# Our field name -> HF config field name, where the family names it differently.
+HF_FIELD_RENAMES = {
+    "siglip": {"attention_probs_dropout_prob": "attention_dropout"},
+    "clip": {"attention_probs_dropout_prob": "attention_dropout"},
+}
+# Our fields that HF configs hold with another meaning (HF's DINOv2 drop_path_rate is one rate for every layer).
+NOT_FROM_HF = ("drop_path_rate", "patch_dropout")
 
 
 # Field metadata marking the EncoderConfig fields that a run config may set as `model.<field>`.
-RUN_CONFIG_ANY = {"run_config": "any"}  # also when fine-tuning a checkpoint (positions are interpolated)
+RUN_CONFIG_ANY = {"run_config": "any"}  # also when fine-tuning a checkpoint (shapes stay; positions are interpolated)
 RUN_CONFIG_RANDOM_INIT = {"run_config": "random_init"}  # only for a random init: a checkpoint defines them
 
-PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout")
+PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "patch_dropout", "drop_path_rate")
+COUNTS_FROM_ZERO = ("num_register_tokens",)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Hyper-parameters of the from-scratch ViT / SigLIP vision encoder (HF field names)."""
+    """Hyper-parameters of the from-scratch vision encoder (HF field names).
+
+    The fields after `class_token` are the family details that `ARCH_DEFAULTS` sets: their defaults
+    describe ViT, and the encoder reads only these fields, never `arch` (which names the checkpoint
+    layout for conversion).
+    """
 
     arch: Arch = "vit"
     image_size: int = field(default=224, metadata=RUN_CONFIG_ANY)
@@ -82,12 +125,23 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     qkv_bias: bool = True
-    hidden_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
-    attention_probs_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
+    hidden_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_ANY)
+    attention_probs_dropout_prob: float = field(default=0.0, metadata=RUN_CONFIG_ANY)
     initializer_range: float = 0.02
     # share of patch tokens dropped per image while training (timm's PatchDropout)
-    patch_dropout: float = field(default=0.0, metadata=RUN_CONFIG_RANDOM_INIT)
+    patch_dropout: float = field(default=0.0, metadata=RUN_CONFIG_ANY)
+    # stochastic depth: the last layer's per-sample drop rate, rising linearly from 0 at the first (DeiT, timm)
+    drop_path_rate: float = field(default=0.0, metadata=RUN_CONFIG_ANY)
     class_token: bool = True
+    distillation_token: bool = False  # DeiT: a second learned token after the CLS token
+    num_register_tokens: int = 0  # DINOv2 registers: learned tokens after the CLS token, without positions
+    layerscale_value: float | None = None  # DINOv2 LayerScale: initial per-channel scale of each branch
+    use_swiglu_ffn: bool = False  # DINOv2 giant: SwiGLU MLP (intermediate_size is its hidden width)
+    pre_norm: bool = False  # CLIP: LayerNorm on the embeddings before the first layer
+    patch_bias: bool = True  # CLIP's patch embedding has no bias
+    final_norm: FinalNorm = "tokens"
+    interpolate_antialias: bool = False  # DINOv2 with registers resizes its position grid with antialiasing
+    sincos_positions: bool = False  # MAE: a random init fills the position table with fixed 2-D sin-cos
 
     def __post_init__(self) -> None:
         check_values(dataclasses.asdict(self))
@@ -95,6 +149,8 @@ class EncoderConfig:
             raise ValueError(f"hidden_size {self.hidden_size} not divisible by {self.num_attention_heads} heads")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} not divisible by patch_size {self.patch_size}")
+        if self.distillation_token and not self.class_token:
+            raise ValueError("distillation_token needs class_token")
 
     @property
     def grid_size(self) -> int:
@@ -107,36 +163,39 @@ class EncoderConfig:
         return self.grid_size**2
 
     @property
+    def num_position_prefix_tokens(self) -> int:
+        """Tokens before the patches that have a row in the position table: CLS and distillation token."""
+        return int(self.class_token) + int(self.distillation_token)
+
+    @property
     def num_prefix_tokens(self) -> int:
-        """Tokens before the patches (1 with a CLS token, else 0)."""
-        return int(self.class_token)
+        """Tokens before the patches: CLS, distillation and register tokens."""
+        return self.num_position_prefix_tokens + self.num_register_tokens
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> EncoderConfig:
-        """Build from an HF `config.json` dict (model_type `vit`, `siglip` or `siglip_vision_model`)."""
-        model_type = hf_config["model_type"]
+        """Build from an HF `config.json` dict (the model_types in `HF_VISION_MODEL_TYPES`)."""
+        model_type = hf_config.get("model_type")
         if model_type not in HF_VISION_MODEL_TYPES:
-            raise ValueError(f"unsupported model_type {model_type!r}; expected one of {sorted(HF_VISION_MODEL_TYPES)}")
-        if model_type == "vit":
-            return _encoder_from_hf_vit(_hf_config_object("vit", hf_config))
-        vision = hf_config["vision_config"] if model_type == "siglip" else hf_config
-        return _encoder_from_hf_siglip(_hf_config_object("siglip_vision_model", vision))
+            raise ValueError(f"unsupported model_type {model_type!r}; supported: {sorted(HF_VISION_MODEL_TYPES)}")
+        arch = HF_VISION_MODEL_TYPES[model_type]
+        vision = hf_config["vision_config"] if model_type in COMPOSITE_MODEL_TYPES else hf_config
+        hf = _hf_config_object(HF_VISION_CONFIG_TYPES[arch], vision or {}).to_dict()
+        family = {k: v for k, v in ARCH_DEFAULTS[arch].items() if k != "default_pooling"}
+        return cls(arch=arch, **family | _fields_from_hf(arch, hf))
 
-    def to_hf_vision_dict(self) -> dict[str, Any]:
-        """The HF config fields of this encoder (ViTConfig or SiglipVisionConfig keyword arguments)."""
-        common = dict(
-            image_size=self.image_size, patch_size=self.patch_size, num_channels=self.num_channels,
-            hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
-            num_attention_heads=self.num_attention_heads, intermediate_size=self.intermediate_size,
-            layer_norm_eps=self.layer_norm_eps, hidden_act=self.hidden_act,
-        )
-        if self.arch == "vit":
-            return common | dict(
-                qkv_bias=self.qkv_bias, hidden_dropout_prob=self.hidden_dropout_prob,
-                attention_probs_dropout_prob=self.attention_probs_dropout_prob,
-                initializer_range=self.initializer_range,
-            )
-        return common | dict(attention_dropout=self.attention_probs_dropout_prob)
+    def to_hf_vision_dict(self, arch: str | None = None) -> dict[str, Any]:
+        """The fields of the HF vision config (ViTConfig, SiglipVisionConfig, Dinov2Config, ... keyword
+        arguments) that describe this encoder; `arch` names another family with the same layout."""
+        arch = arch or self.arch
+        hf_fields = _hf_config_object(HF_VISION_CONFIG_TYPES[arch], {}).to_dict()
+        renames = HF_FIELD_RENAMES.get(arch, {})
+        values = {renames.get(name, name): value for name, value in dataclasses.asdict(self).items()
+                  if name not in NOT_FROM_HF}
+        values = {name: value for name, value in values.items() if name in hf_fields}
+        if "mlp_ratio" in hf_fields:
+            values["mlp_ratio"] = _dinov2_mlp_ratio(self.hidden_size, self.intermediate_size, self.use_swiglu_ffn)
+        return values
 
 
 def _hf_config_object(model_type: str, fields: dict[str, Any]) -> transformers.PreTrainedConfig:
@@ -145,36 +204,38 @@ def _hf_config_object(model_type: str, fields: dict[str, Any]) -> transformers.P
     return transformers.CONFIG_MAPPING[model_type](**fields)
 
 
-def _encoder_from_hf_vit(hf: transformers.ViTConfig) -> EncoderConfig:
-    return EncoderConfig(
-        arch="vit", image_size=hf.image_size, patch_size=hf.patch_size, num_channels=hf.num_channels,
-        hidden_size=hf.hidden_size, num_hidden_layers=hf.num_hidden_layers,
-        num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
-        layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=hf.qkv_bias,
-        hidden_dropout_prob=hf.hidden_dropout_prob, attention_probs_dropout_prob=hf.attention_probs_dropout_prob,
-        initializer_range=hf.initializer_range, class_token=True,
-    )
+def _fields_from_hf(arch: str, hf: dict[str, Any]) -> dict[str, Any]:
+    """Our fields that an HF vision config dict holds (under the family's names)."""
+    names = {f.name for f in dataclasses.fields(EncoderConfig)} - {"arch", *NOT_FROM_HF}
+    renames = HF_FIELD_RENAMES.get(arch, {})
+    fields = {name: hf[renames.get(name, name)] for name in names if renames.get(name, name) in hf}
+    if "mlp_ratio" in hf:  # DINOv2 gives the MLP width as a ratio
+        fields["intermediate_size"] = _dinov2_mlp_width(hf["hidden_size"], hf["mlp_ratio"], hf["use_swiglu_ffn"])
+    return fields
 
 
-def _encoder_from_hf_siglip(hf: transformers.SiglipVisionConfig) -> EncoderConfig:
-    return EncoderConfig(
-        arch="siglip", image_size=hf.image_size, patch_size=hf.patch_size, num_channels=hf.num_channels,
-        hidden_size=hf.hidden_size, num_hidden_layers=hf.num_hidden_layers,
-        num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
-        layer_norm_eps=hf.layer_norm_eps, hidden_act=hf.hidden_act, qkv_bias=True,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=hf.attention_dropout,
-        class_token=False,
-    )
+def _dinov2_mlp_width(hidden_size: int, mlp_ratio: float, swiglu: bool) -> int:
+    """DINOv2's MLP hidden width: hidden_size * mlp_ratio; SwiGLU keeps 2/3 of it, rounded up to a multiple of 8."""
+    width = int(hidden_size * mlp_ratio)
+    return (int(width * 2 / 3) + 7) // 8 * 8 if swiglu else width
+
+
+def _dinov2_mlp_ratio(hidden_size: int, intermediate_size: int, swiglu: bool) -> int:
+    """The (integer, as Dinov2Config requires) `mlp_ratio` that gives `intermediate_size` back."""
+    for ratio in range(1, 65):
+        if _dinov2_mlp_width(hidden_size, ratio, swiglu) == intermediate_size:
+            return ratio
+    raise ValueError(f"no DINOv2 mlp_ratio gives intermediate_size {intermediate_size} at hidden_size {hidden_size}")
 
 
 def check_values(values: Mapping[str, Any]) -> None:
     """Raise ValueError naming the first EncoderConfig field out of range: counts and sizes (the int
-    fields) must be positive, dropout shares in [0, 1)."""
+    fields) must be positive (register tokens may be 0), dropout shares in [0, 1)."""
     for name, value in values.items():
         if name in PROBABILITIES and not 0.0 <= value < 1.0:
             raise ValueError(f"{name}: must be in [0, 1), got {value}")
-        if type(value) is int and value <= 0:
-            raise ValueError(f"{name}: must be positive, got {value}")
+        if type(value) is int and value < (0 if name in COUNTS_FROM_ZERO else 1):
+            raise ValueError(f"{name}: must be {'>= 0' if name in COUNTS_FROM_ZERO else 'positive'}, got {value}")
 
 
 def run_config_fields(with_checkpoint: bool = False) -> tuple[str, ...]:
@@ -220,21 +281,28 @@ class ClassifierConfig:
         self.id2label = dict(self.id2label) or default_labels(self.num_labels)
         if sorted(self.id2label) != list(range(self.num_labels)):
             raise ValueError(f"id2label keys must be the ints 0..{self.num_labels - 1}, got {list(self.id2label)}")
-        if self.pooling == "cls" and not self.encoder.class_token:
-            raise ValueError(f"pooling 'cls' needs a CLS token; {self.encoder.arch} has none (use 'mean' or 'map')")
+        check_pooling(self.pooling, self.encoder)
         self.label2id = {name: index for index, name in self.id2label.items()}
 
     @classmethod
     def from_hf_config(cls, hf_config: dict[str, Any]) -> ClassifierConfig:
-        """Build from an HF `config.json` dict; pooling is the family default (ViT `cls`, SigLIP `mean`)."""
+        """Build from an HF `config.json` dict; pooling is what the checkpoint's HF class computes (DeiT:
+        `cls` for `DeiTForImageClassification`, else `cls_distill`), or the family default."""
         encoder = EncoderConfig.from_hf_config(hf_config)
         id2label = labels_from_json(hf_config.get("id2label", {})) or default_labels(2)
         pooling = ARCH_DEFAULTS[encoder.arch]["default_pooling"]
+        if hf_config.get("architectures") == ["DeiTForImageClassification"]:
+            pooling = "cls"
         return cls(encoder=encoder, pooling=pooling, num_labels=len(id2label), id2label=id2label)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as plain data, for JSON (which writes the `id2label` keys as strings)."""
         return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """`to_dict` as indented JSON, as `PretrainedConfig.to_json_string` gives it (the Trainer's experiment
+        trackers log the model config through `to_dict` / `to_json_string`)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> ClassifierConfig:
@@ -246,6 +314,16 @@ class ClassifierConfig:
     def with_labels(self, id2label: dict[int, str]) -> ClassifierConfig:
         """A copy with another label set."""
         return dataclasses.replace(self, num_labels=len(id2label), id2label=id2label)
+
+
+def check_pooling(pooling: str, encoder: EncoderConfig) -> None:
+    """Raise ValueError when `encoder` lacks the token that `pooling` reads (CLS, distillation token)."""
+    if pooling not in typing.get_args(Pooling):
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {list(typing.get_args(Pooling))}")
+    if pooling.startswith("cls") and not encoder.class_token:
+        raise ValueError(f"pooling {pooling!r} needs a CLS token; {encoder.arch} has none (use 'mean' or 'map')")
+    if pooling == "cls_distill" and not encoder.distillation_token:
+        raise ValueError(f"pooling 'cls_distill' needs a distillation token; {encoder.arch} has none")
 
 
 def labels_from_json(id2label: Mapping[str | int, str]) -> dict[int, str]:

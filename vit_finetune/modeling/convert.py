@@ -4,12 +4,15 @@ The tables map the key names that are *in the files* (hub checkpoints and transf
 `save_pretrained` both write the classic names, e.g. `vit.encoder.layer.0.attention.attention.query.weight`)
 to ours. `{i}` is a layer index, `{p}` is `weight` and `bias`. A tuple of HF names is concatenated
 along dim 0 into one of our tensors (HF's separate q, k, v -> our fused `qkv`) and split back. A third
-element names a `Reshape` between the file's layout and ours (SigLIP's (N, D) position table -> our
-(1, N, D) `pos_embed`); it is applied after concatenating and undone before splitting.
+element names a `Reshape` between the file's layout and ours (SigLIP's and CLIP's (N, D) position
+table -> our (1, N, D) `pos_embed`); it is applied after concatenating and undone before splitting.
 
 Our keys fall in three groups: `backbone.*` (always required), `pool.*` (SigLIP MAP head) and
-`classifier.*`; an optional group is converted all-or-nothing. Every other tensor in a file must
-match an explicitly dropped pattern, or conversion fails with a `CheckpointError` listing the keys.
+`classifier.*` (with DeiT's `distillation_classifier.*`); an optional group is converted
+all-or-nothing. Rows whose tensor our model for this config does not have (a CLIP patch bias, DINOv2
+registers, a SwiGLU MLP) are skipped. Every other tensor in a file must match an explicitly dropped
+pattern, or conversion fails with a `CheckpointError` listing the keys; tensors an HF class has and we
+do not use are written back with HF's initial value (`EXPORT_FILLERS`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from .config import ClassifierConfig
-from .model import ImageClassifier
+from .layers import AttentionPoolingHead
+from .model import ImageClassifier, param_group
 
 logger = logging.getLogger(__name__)
 
@@ -40,47 +44,71 @@ class Reshape:
 
 SAME_LAYOUT = Reshape(to_ours=lambda t: t, to_hf=lambda t: t)
 ADD_BATCH_DIM = Reshape(to_ours=lambda t: t.unsqueeze(0), to_hf=lambda t: t.squeeze(0))  # (N, D) <-> (1, N, D)
+ONE_TOKEN = Reshape(to_ours=lambda t: t.reshape(1, 1, -1), to_hf=lambda t: t.reshape(-1))  # (D,) <-> (1, 1, D)
 
 Row = tuple[HFNames, str] | tuple[HFNames, str, Reshape]
 
+
+def qkv_row(prefix: str, q: str, k: str, v: str) -> Row:
+    """HF's separate q, k, v projections (under `prefix`) -> our fused `qkv`."""
+    return tuple(f"{prefix}.{name}.{{p}}" for name in (q, k, v)), "encoder.layers.{i}.attn.qkv.{p}"
+
+
 # (hf name under the vision prefix, our name under `backbone.`[, reshape])
-VIT_ENCODER_TABLE: list[Row] = [
+VIT_ATTENTION: list[Row] = [
+    qkv_row("encoder.layer.{i}.attention.attention", "query", "key", "value"),
+    ("encoder.layer.{i}.attention.output.dense.{p}", "encoder.layers.{i}.attn.proj.{p}"),
+]
+VIT_ENCODER_TABLE: list[Row] = [  # ViT, and ViT-MAE (the same names)
     ("embeddings.cls_token", "cls_token"),
     ("embeddings.position_embeddings", "pos_embed"),
     ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
     ("encoder.layer.{i}.layernorm_before.{p}", "encoder.layers.{i}.norm1.{p}"),
-    (
-        (
-            "encoder.layer.{i}.attention.attention.query.{p}",
-            "encoder.layer.{i}.attention.attention.key.{p}",
-            "encoder.layer.{i}.attention.attention.value.{p}",
-        ),
-        "encoder.layers.{i}.attn.qkv.{p}",
-    ),
-    ("encoder.layer.{i}.attention.output.dense.{p}", "encoder.layers.{i}.attn.proj.{p}"),
+    *VIT_ATTENTION,
     ("encoder.layer.{i}.layernorm_after.{p}", "encoder.layers.{i}.norm2.{p}"),
     ("encoder.layer.{i}.intermediate.dense.{p}", "encoder.layers.{i}.mlp.fc1.{p}"),
     ("encoder.layer.{i}.output.dense.{p}", "encoder.layers.{i}.mlp.fc2.{p}"),
     ("layernorm.{p}", "norm.{p}"),
 ]
+DEIT_ENCODER_TABLE: list[Row] = [*VIT_ENCODER_TABLE, ("embeddings.distillation_token", "dist_token")]
 
-SIGLIP_ENCODER_TABLE: list[Row] = [
-    ("embeddings.patch_embedding.{p}", "patch_embed.proj.{p}"),
-    ("embeddings.position_embedding.weight", "pos_embed", ADD_BATCH_DIM),  # nn.Embedding (N, D)
+DINOV2_ENCODER_TABLE: list[Row] = [  # with and without registers; plain or SwiGLU MLP
+    ("embeddings.cls_token", "cls_token"),
+    ("embeddings.position_embeddings", "pos_embed"),
+    ("embeddings.patch_embeddings.projection.{p}", "patch_embed.proj.{p}"),
+    ("embeddings.register_tokens", "reg_token"),
+    ("encoder.layer.{i}.norm1.{p}", "encoder.layers.{i}.norm1.{p}"),
+    *VIT_ATTENTION,
+    ("encoder.layer.{i}.layer_scale1.lambda1", "encoder.layers.{i}.ls1.gamma"),
+    ("encoder.layer.{i}.norm2.{p}", "encoder.layers.{i}.norm2.{p}"),
+    ("encoder.layer.{i}.mlp.fc1.{p}", "encoder.layers.{i}.mlp.fc1.{p}"),
+    ("encoder.layer.{i}.mlp.fc2.{p}", "encoder.layers.{i}.mlp.fc2.{p}"),
+    ("encoder.layer.{i}.mlp.weights_in.{p}", "encoder.layers.{i}.mlp.w12.{p}"),  # SwiGLU: [gate; value] rows
+    ("encoder.layer.{i}.mlp.weights_out.{p}", "encoder.layers.{i}.mlp.w3.{p}"),
+    ("encoder.layer.{i}.layer_scale2.lambda1", "encoder.layers.{i}.ls2.gamma"),
+    ("layernorm.{p}", "norm.{p}"),
+]
+
+SIGLIP_LAYERS: list[Row] = [  # SigLIP and CLIP
     ("encoder.layers.{i}.layer_norm1.{p}", "encoder.layers.{i}.norm1.{p}"),
-    (
-        (
-            "encoder.layers.{i}.self_attn.q_proj.{p}",
-            "encoder.layers.{i}.self_attn.k_proj.{p}",
-            "encoder.layers.{i}.self_attn.v_proj.{p}",
-        ),
-        "encoder.layers.{i}.attn.qkv.{p}",
-    ),
+    qkv_row("encoder.layers.{i}.self_attn", "q_proj", "k_proj", "v_proj"),
     ("encoder.layers.{i}.self_attn.out_proj.{p}", "encoder.layers.{i}.attn.proj.{p}"),
     ("encoder.layers.{i}.layer_norm2.{p}", "encoder.layers.{i}.norm2.{p}"),
     ("encoder.layers.{i}.mlp.fc1.{p}", "encoder.layers.{i}.mlp.fc1.{p}"),
     ("encoder.layers.{i}.mlp.fc2.{p}", "encoder.layers.{i}.mlp.fc2.{p}"),
     ("post_layernorm.{p}", "norm.{p}"),
+]
+SIGLIP_ENCODER_TABLE: list[Row] = [
+    ("embeddings.patch_embedding.{p}", "patch_embed.proj.{p}"),
+    ("embeddings.position_embedding.weight", "pos_embed", ADD_BATCH_DIM),  # nn.Embedding (N, D)
+    *SIGLIP_LAYERS,
+]
+CLIP_ENCODER_TABLE: list[Row] = [
+    ("embeddings.patch_embedding.{p}", "patch_embed.proj.{p}"),  # no bias in CLIP
+    ("embeddings.class_embedding", "cls_token", ONE_TOKEN),  # (D,)
+    ("embeddings.position_embedding.weight", "pos_embed", ADD_BATCH_DIM),  # nn.Embedding (1+N, D)
+    ("pre_layrnorm.{p}", "pre_norm.{p}"),  # sic: HF's name
+    *SIGLIP_LAYERS,
 ]
 
 # SigLIP attention-pooling ("MAP") head, under the vision prefix -> our `pool.*`.
@@ -93,26 +121,61 @@ SIGLIP_MAP_HEAD_TABLE: list[Row] = [
     ("head.mlp.fc2.{p}", "mlp.fc2.{p}"),
 ]
 
+# Classification heads (no prefix) by pooling; DeiTForImageClassificationWithTeacher has two.
 CLASSIFIER_TABLE: list[Row] = [("classifier.{p}", "classifier.{p}")]
+CLASSIFIER_TABLES = {
+    "cls_distill": [("cls_classifier.{p}", "classifier.{p}"),
+                    ("distillation_classifier.{p}", "distillation_classifier.{p}")],
+}
 
-ENCODER_TABLES = {"vit": VIT_ENCODER_TABLE, "siglip": SIGLIP_ENCODER_TABLE}
-MAP_HEAD_TABLES = {"vit": [], "siglip": SIGLIP_MAP_HEAD_TABLE}
+ENCODER_TABLES = {
+    "vit": VIT_ENCODER_TABLE, "siglip": SIGLIP_ENCODER_TABLE, "deit": DEIT_ENCODER_TABLE,
+    "dinov2": DINOV2_ENCODER_TABLE, "dinov2_with_registers": DINOV2_ENCODER_TABLE, "clip": CLIP_ENCODER_TABLE,
+    "vit_mae": VIT_ENCODER_TABLE,
+}
+MAP_HEAD_TABLES = {"siglip": SIGLIP_MAP_HEAD_TABLE}
 
 # Where the vision tower sits in each family's files, most specific first.
-VISION_PREFIXES = {"vit": ("vit.", ""), "siglip": ("vision_model.", "")}
+VISION_PREFIXES = {
+    "vit": ("vit.", ""), "siglip": ("vision_model.", ""), "deit": ("deit.", ""), "dinov2": ("dinov2.", ""),
+    "dinov2_with_registers": ("dinov2_with_registers.", ""), "clip": ("vision_model.", ""),
+    "vit_mae": ("vit.", ""),  # ViTMAEForPreTraining, ViTMAEModel
+}
 
 # Tensors that files may hold and we deliberately do not use (full-key regexes).
 DROPPED_PATTERNS = {
     "vit": [r"(vit\.)?pooler\.dense\.(weight|bias)"],  # ViTModel's tanh pooler
     "siglip": [r"text_model\..+", r"logit_scale", r"logit_bias"],  # SiglipModel's text tower
+    "deit": [r"(deit\.)?pooler\.dense\.(weight|bias)"],  # DeiTModel's tanh pooler
+    "dinov2": [r"(dinov2\.)?embeddings\.mask_token"],  # masked-image pre-training only
+    "dinov2_with_registers": [r"(dinov2_with_registers\.)?embeddings\.mask_token"],
+    "clip": [r"text_model\..+", r"logit_scale", r"(text|visual)_projection\.weight"],  # CLIPModel's other parts
+    "vit_mae": [r"decoder\..+"],  # ViTMAEForPreTraining's pixel decoder
 }
 
-# HF classes we can write: family and vision prefix of the keys in the file.
+# Tensors an HF class holds that our model has no use for, written on export with the value HF's own
+# init gives them (so that transformers loads the folder without "newly initialised" warnings).
+DINOV2_MASK_TOKEN = {"embeddings.mask_token": lambda config: torch.zeros(1, config.encoder.hidden_size)}  # (1, D)
+EXPORT_FILLERS: dict[str, dict[str, Callable[[ClassifierConfig], torch.Tensor]]] = {
+    "dinov2": DINOV2_MASK_TOKEN, "dinov2_with_registers": DINOV2_MASK_TOKEN,
+}
+
+# HF classes we can write: the family whose table they use and the vision prefix of the keys in the file.
 HF_CLASSES = {
     "ViTModel": ("vit", ""),
     "ViTForImageClassification": ("vit", "vit."),
     "SiglipVisionModel": ("siglip", ""),
     "SiglipForImageClassification": ("siglip", "vision_model."),
+    "DeiTModel": ("deit", ""),
+    "DeiTForImageClassification": ("deit", "deit."),
+    "DeiTForImageClassificationWithTeacher": ("deit", "deit."),
+    "Dinov2Model": ("dinov2", ""),
+    "Dinov2ForImageClassification": ("dinov2", "dinov2."),
+    "Dinov2WithRegistersModel": ("dinov2_with_registers", ""),
+    "Dinov2WithRegistersForImageClassification": ("dinov2_with_registers", "dinov2_with_registers."),
+    "CLIPVisionModel": ("clip", ""),
+    "CLIPForImageClassification": ("clip", "vision_model."),
+    "ViTMAEModel": ("vit_mae", ""),
 }
 
 
@@ -131,7 +194,7 @@ class Pair:
     @property
     def group(self) -> str:
         """`backbone`, `pool` or `classifier`."""
-        return self.ours.split(".", 1)[0]
+        return param_group(self.ours)
 
     def names(self, side: str) -> tuple[str, ...]:
         """The names on one side (`hf` or `ours`)."""
@@ -143,8 +206,8 @@ def conversion_pairs(config: ClassifierConfig, hf_prefix: str) -> list[Pair]:
     arch = config.encoder.arch
     tables = [
         (ENCODER_TABLES[arch], hf_prefix, "backbone."),
-        (MAP_HEAD_TABLES[arch], hf_prefix, "pool."),
-        (CLASSIFIER_TABLE, "", ""),
+        (MAP_HEAD_TABLES.get(arch, []), hf_prefix, "pool."),
+        (CLASSIFIER_TABLES.get(config.pooling, CLASSIFIER_TABLE), "", ""),
     ]
     expected = expected_shapes(config)
     pairs = [
@@ -167,8 +230,9 @@ def _expand(table: list[Row], num_layers: int) -> Iterator[Pair]:
 def expected_shapes(config: ClassifierConfig) -> dict[str, torch.Size]:
     """Our tensor shapes for `config`, including the optional MAP head (built on the meta device)."""
     with torch.device("meta"):
-        model = ImageClassifier(dataclasses.replace(config, pooling="map"))
-    return {name: tensor.shape for name, tensor in model.state_dict().items()}
+        model, map_head = ImageClassifier(config), AttentionPoolingHead(config.encoder)
+    shapes = {f"pool.{name}": tensor.shape for name, tensor in map_head.state_dict().items()}
+    return shapes | {name: tensor.shape for name, tensor in model.state_dict().items()}
 
 
 def detect_vision_prefix(state_dict: Mapping[str, torch.Tensor], config: ClassifierConfig) -> str:
@@ -208,16 +272,17 @@ def ours_to_hf(
     `hf_class` is one of `HF_CLASSES`. Raises `CheckpointError` if a tensor has no HF counterpart.
     """
     arch, prefix = HF_CLASSES[hf_class]
-    if arch != config.encoder.arch:
+    if ENCODER_TABLES[arch] is not ENCODER_TABLES[config.encoder.arch]:
         raise ValueError(f"{hf_class} is a {arch} class but the model is {config.encoder.arch}")
     pairs = conversion_pairs(config, prefix)
-    if not hf_class.endswith("ForImageClassification"):
+    if "ForImageClassification" not in hf_class:
         pairs = [pair for pair in pairs if pair.group != "classifier"]
     pairs = _select(pairs, state_dict, "ours")
     unexpected = sorted(set(state_dict) - {pair.ours for pair in pairs})
     if unexpected:
         raise CheckpointError(f"tensors with no {hf_class} counterpart: {_preview(unexpected)}")
-    return {
+    fillers = {prefix + name: make(config) for name, make in EXPORT_FILLERS.get(arch, {}).items()}
+    return fillers | {
         name: part
         for pair in pairs
         for name, part in zip(pair.hf, _split(pair.reshape.to_hf(state_dict[pair.ours]), len(pair.hf)), strict=True)

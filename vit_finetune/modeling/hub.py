@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checkpoint_check import check_config_fits_weights
-from .config import ClassifierConfig, Pooling, default_labels
+from .config import COMPOSITE_MODEL_TYPES, ClassifierConfig, Pooling, default_labels
 from .convert import HF_CLASSES, CheckpointError, hf_to_ours, ours_to_hf
-from .model import ImageClassifier, build_uninitialised_classifier
+from .model import ImageClassifier, build_uninitialised_classifier, param_group
 from .positions import resize_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -105,21 +106,25 @@ def load_classifier(
     id2label: dict[int, str] | None = None,
     pooling: Pooling | None = None,
     image_size: int | None = None,
+    encoder_overrides: Mapping[str, Any] | None = None,
 ) -> ImageClassifier:
     """Load an `ImageClassifier` from a hub id or a local folder (HF `save_pretrained` or project format).
 
-    `id2label` / `num_labels` different from the checkpoint's labels, or a checkpoint with no
-    classifier, give a newly initialised head (logged). `pooling` overrides the family default
-    (ViT `cls`, SigLIP `mean`); `map` uses the checkpoint's SigLIP attention-pooling head when it has
-    one. `image_size` resizes the stored position table once, bicubically, for another resolution.
+    `id2label` / `num_labels` different from the checkpoint's labels, another pooling whose head has
+    other shapes, or a checkpoint with no classifier, give a newly initialised head (logged). `pooling`
+    overrides the checkpoint's (ViT `cls`, SigLIP `mean`, DINOv2 `cls_mean`, ...); `map` uses the
+    checkpoint's SigLIP attention-pooling head when it has one. `image_size` resizes the stored
+    position table once, bicubically, for another resolution. `encoder_overrides` sets EncoderConfig
+    fields that no tensor depends on (dropout rates, `drop_path_rate`, `patch_dropout`).
     """
     model_dir = resolve_model_dir(name_or_dir)
     weights_file = find_weights_file(model_dir)
     stored, state = _read_checkpoint(model_dir, weights_file)
-    config = _requested_config(stored, num_labels, id2label, pooling, image_size)
-    state, new_groups = _adapt_state(state, stored, config)
+    encoder_fields = dict(encoder_overrides or {}) | ({"image_size": image_size} if image_size else {})
+    config = _requested_config(stored, num_labels, id2label, pooling, encoder_fields)
     model = build_uninitialised_classifier(config)
     model.init_head()  # the parts in `new_groups` keep this init
+    state, new_groups = _adapt_state(state, stored, model)
     _load_strict(model, state, new_groups, weights_file)
     return model.eval()
 
@@ -153,9 +158,9 @@ def _requested_config(
     num_labels: int | None,
     id2label: dict[int, str] | None,
     pooling: Pooling | None,
-    image_size: int | None,
+    encoder_fields: dict[str, Any],
 ) -> ClassifierConfig:
-    """The stored config with the caller's labels, pooling and resolution."""
+    """The stored config with the caller's labels, pooling, resolution and other encoder fields."""
     config = stored
     if id2label is not None:
         if num_labels is not None and num_labels != len(id2label):
@@ -165,23 +170,28 @@ def _requested_config(
         config = config.with_labels(default_labels(num_labels))
     if pooling is not None:
         config = dataclasses.replace(config, pooling=pooling)
-    if image_size is not None:
-        config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, image_size=image_size))
+    if encoder_fields:
+        config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, **encoder_fields))
     return config
 
 
 def _adapt_state(
-    state: dict[str, torch.Tensor], stored: ClassifierConfig, config: ClassifierConfig
+    state: dict[str, torch.Tensor], stored: ClassifierConfig, model: ImageClassifier
 ) -> tuple[dict[str, torch.Tensor], set[str]]:
     """Drop heads the requested model does not use, name the ones to initialise, resize positions."""
+    config, own = model.config, model.state_dict()
     keep = {"backbone"}
-    if "classifier.weight" in state and config.id2label == stored.id2label:
+    if config.id2label == stored.id2label and _group_shapes(state, "classifier") == _group_shapes(own, "classifier"):
         keep.add("classifier")
     if config.pooling == "map" and "pool.probe" in state:
         keep.add("pool")
-    _log_head_changes({k.split(".", 1)[0] for k in state} - keep, set(HEAD_GROUPS) - keep, stored, config)
-    state = {k: v for k, v in state.items() if k.split(".", 1)[0] in keep}
+    _log_head_changes({param_group(k) for k in state} - keep, set(HEAD_GROUPS) - keep, stored, config)
+    state = {k: v for k, v in state.items() if param_group(k) in keep}
     return _resize_positions(state, stored, config), set(HEAD_GROUPS) - keep
+
+
+def _group_shapes(state: Mapping[str, torch.Tensor], group: str) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in state.items() if param_group(k) == group}
 
 
 def _log_head_changes(dropped: set[str], new: set[str], stored: ClassifierConfig, config: ClassifierConfig) -> None:
@@ -205,7 +215,8 @@ def _resize_positions(
     if old.grid_size == new.grid_size:
         return state
     grid = (new.grid_size, new.grid_size)
-    table = resize_pos_embed(state["backbone.pos_embed"], grid, new.num_prefix_tokens)  # (1, T', D)
+    table = resize_pos_embed(state["backbone.pos_embed"], grid, new.num_position_prefix_tokens,
+                             antialias=new.interpolate_antialias)  # (1, T', D)
     logger.info("resized position embeddings from a %d- to a %d-patch grid side", old.grid_size, new.grid_size)
     return state | {"backbone.pos_embed": table}
 
@@ -215,7 +226,7 @@ def _load_strict(
 ) -> None:
     """Load every model tensor from `state` (the `new_groups` keep their fresh init); errors list keys."""
     own = model.state_dict()
-    state = state | {k: v for k, v in own.items() if k.split(".", 1)[0] in new_groups}
+    state = state | {k: v for k, v in own.items() if param_group(k) in new_groups}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     common = sorted(own.keys() & state.keys())
@@ -225,19 +236,33 @@ def _load_strict(
     model.load_state_dict(state, strict=True)
 
 
+# (family, pooling) -> the HF classification class that computes the same.
+NATIVE_HF_CLASSES = {
+    ("vit", "cls"): "ViTForImageClassification",
+    ("siglip", "mean"): "SiglipForImageClassification",
+    ("deit", "cls"): "DeiTForImageClassification",
+    ("deit", "cls_distill"): "DeiTForImageClassificationWithTeacher",
+    ("dinov2", "cls_mean"): "Dinov2ForImageClassification",
+    ("dinov2_with_registers", "cls_mean"): "Dinov2WithRegistersForImageClassification",
+    ("clip", "mean"): "CLIPForImageClassification",
+    ("vit_mae", "cls"): "ViTForImageClassification",  # the same network as a ViT (HF has no ViTMAE classifier)
+}
+HF_VISION_EXTRAS = {"siglip": {"vision_use_head": False}}  # vision-config fields our model fixes
+
+
 def native_hf_class(config: ClassifierConfig) -> str | None:
-    """The HF class with the same computation, if there is one (ViT + cls, SigLIP + mean)."""
-    native = {("vit", "cls"): "ViTForImageClassification", ("siglip", "mean"): "SiglipForImageClassification"}
-    return native.get((config.encoder.arch, config.pooling)) if config.num_labels > 0 else None
+    """The HF class with the same computation, if there is one (`NATIVE_HF_CLASSES`)."""
+    return NATIVE_HF_CLASSES.get((config.encoder.arch, config.pooling)) if config.num_labels > 0 else None
 
 
 def hf_config_for(config: ClassifierConfig, hf_class: str) -> transformers.PreTrainedConfig:
     """The transformers config object that describes our model as `hf_class`."""
+    family = HF_CLASSES[hf_class][0]
     labels = dict(id2label=config.id2label, label2id=config.label2id, architectures=[hf_class])
-    vision = config.encoder.to_hf_vision_dict()
-    if HF_CLASSES[hf_class][0] == "vit":
-        return transformers.ViTConfig(**vision, **labels)
-    return transformers.SiglipConfig(vision_config=vision | {"vision_use_head": False}, **labels)
+    vision = config.encoder.to_hf_vision_dict(family) | HF_VISION_EXTRAS.get(family, {})
+    if family in COMPOSITE_MODEL_TYPES:
+        return transformers.CONFIG_MAPPING[family](vision_config=vision, **labels)
+    return transformers.CONFIG_MAPPING[family](**vision, **labels)
 
 
 def save_classifier(model: ImageClassifier, out_dir: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Building blocks of the from-scratch ViT / SigLIP encoder, one class per concept.
+"""Building blocks of the from-scratch vision encoder, one class per concept.
 
 Shapes: B batch, N tokens, D hidden size, H heads, Dh = D / H head size, P patch size.
 
@@ -10,6 +10,7 @@ belongs to the caller (`set_attn_implementation`; training can measure both at s
 
 from __future__ import annotations
 
+import functools
 import math
 import typing
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import AttnImplementation, EncoderConfig
 
@@ -53,7 +55,7 @@ class PatchEmbedding(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
         p = config.patch_size
-        self.proj = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p)
+        self.proj = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=p, stride=p, bias=config.patch_bias)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = self.proj(pixel_values)  # (B, D, H/P, W/P)
@@ -144,33 +146,114 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.act(self.fc1(x))))
 
 
-class EncoderLayer(nn.Module):
-    """Pre-LN transformer block."""
+class SwiGLU(nn.Module):
+    """DINOv2's SwiGLU MLP: one Linear (D -> 2I) gives gate and value, silu(gate) * value, Linear(I -> D).
+
+    Names as in the DINOv2 code (`w12`, `w3`); HF files store them as `weights_in` / `weights_out`.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attn = Attention(config)
-        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = MLP(config)
+        self.w12 = nn.Linear(config.hidden_size, 2 * config.intermediate_size)
+        self.w3 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        x = x + self.mlp(self.norm2(x))
+        gate, value = self.w12(x).chunk(2, dim=-1)  # 2 x (B, N, I)
+        return self.drop(self.w3(F.silu(gate) * value))
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch (DINOv2, CaiT), initialised to `init_value`."""
+
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: while training, zero a residual branch for a random share `prob` of the samples
+    and scale the kept ones by 1 / (1 - prob) (timm's `DropPath`). Identity in eval."""
+
+    def __init__(self, prob: float):
+        super().__init__()
+        self.prob = prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob == 0.0:
+            return x
+        keep = 1.0 - self.prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)  # (B, 1, 1)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"prob={self.prob}"
+
+
+def drop_path_rates(config: EncoderConfig) -> list[float]:
+    """Per-layer stochastic-depth rates, rising linearly from 0 to `drop_path_rate` (DeiT, timm)."""
+    last = max(config.num_hidden_layers - 1, 1)
+    return [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN transformer block; each branch optionally scaled (LayerScale) and dropped per sample (DropPath)."""
+
+    def __init__(self, config: EncoderConfig, drop_path: float = 0.0):
+        super().__init__()
+        D, scale = config.hidden_size, config.layerscale_value
+        self.norm1 = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.attn = Attention(config)
+        self.ls1 = LayerScale(D, scale) if scale is not None else nn.Identity()
+        self.norm2 = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        self.mlp = SwiGLU(config) if config.use_swiglu_ffn else MLP(config)
+        self.ls2 = LayerScale(D, scale) if scale is not None else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
         return x
 
 
 class Encoder(nn.Module):
-    """The stack of `num_hidden_layers` encoder layers."""
+    """The stack of `num_hidden_layers` encoder layers.
+
+    With activation checkpointing on (`checkpoint_fn` set, see `ImageClassifier.activation_checkpointing_enable`),
+    every `checkpoint_every`-th layer keeps only its input while training and recomputes the rest
+    in the backward pass.
+    """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, rate) for rate in drop_path_rates(config))
+        self.checkpoint_fn: Callable[..., torch.Tensor] | None = None
+        self.checkpoint_every = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        for index, layer in enumerate(self.layers):
+            if self.training and self.checkpoint_fn is not None and index % self.checkpoint_every == 0:
+                x = self.checkpoint_fn(layer, x)
+            else:
+                x = layer(x)
         return x
+
+
+def checkpoint_function(kwargs: dict | None = None, offload: bool = False) -> Callable[..., torch.Tensor]:
+    """`torch.utils.checkpoint.checkpoint` bound to `kwargs` (default non-reentrant); with `offload`, the
+    tensors it saves are kept in CPU memory (pinned when CUDA is present)."""
+    kwargs = {"use_reentrant": False} | dict(kwargs or {})
+    if not offload:
+        return functools.partial(checkpoint, **kwargs)
+
+    def offloaded(function: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+            return checkpoint(function, *args, **kwargs)
+
+    return offloaded
 
 
 class AttentionPoolingHead(nn.Module):

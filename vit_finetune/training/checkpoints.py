@@ -11,8 +11,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete"  # written last, after every other file of a checkpoint
-STAGING_DIR = ".incomplete"  # checkpoints are written in here, then renamed to output_dir/checkpoint-N
-LOCK_FILE = ".lock"  # held by the run writing to output_dir (see training/lock.py)
+# Private files of a run start with "_": the Trainer never uploads those to the Hub (nor checkpoint-N folders).
+STAGING_DIR = "_incomplete"  # checkpoints are written in here, then renamed to output_dir/checkpoint-N
+LOCK_FILE = "_lock"  # held by the run writing to output_dir (see training/lock.py)
 TRAINER_STATE = "trainer_state.json"
 REQUIRED_FILES = (TRAINER_STATE, "model.safetensors", "optimizer.pt", "scheduler.pt")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -100,7 +101,7 @@ def require_directory(output_dir: Path) -> None:
 
 
 def check_output_dir(output_dir: Path, resume: bool | str, overwrite: bool) -> None:
-    """Refuse to write into a non-empty output directory unless resuming or overwriting (`.lock` aside)."""
+    """Refuse to write into a non-empty output directory unless resuming or overwriting (the lock file aside)."""
     require_directory(output_dir)
     content = [p for p in output_dir.iterdir() if p.name != LOCK_FILE] if output_dir.is_dir() else []
     if content and resume is False and not overwrite:

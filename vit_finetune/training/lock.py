@@ -1,4 +1,4 @@
-"""One run per output directory: `output_dir/.lock` holds the pid of the run writing there.
+"""One run per output directory: `output_dir/_lock` holds the pid of the run writing there.
 
 The lock is an exclusive `flock` on that file, so the kernel drops it when its process dies, however
 it dies; a lock file left behind by a dead run is therefore taken over (with a warning naming the old
@@ -27,7 +27,7 @@ class OutputDirLockedError(ResumeError):
 
 @contextlib.contextmanager
 def output_dir_lock(output_dir: Path) -> Iterator[Path]:
-    """Hold `output_dir/.lock` for the duration of the block (`output_dir` is created, and removed again
+    """Hold `output_dir/_lock` for the duration of the block (`output_dir` is created, and removed again
     if the block leaves it empty)."""
     require_directory(output_dir)
     created = not output_dir.exists()

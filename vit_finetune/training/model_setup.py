@@ -30,14 +30,22 @@ def build_preprocess(section: ModelSection) -> PreprocessConfig:
         logger.warning("%s has no %s: using model.image_mean/image_std", section.checkpoint, PROCESSOR_FILE)
         return _section_preprocess(section, image_size or EncoderConfig().image_size)
     preprocess = read_preprocess(model_dir)
-    return preprocess if image_size is None else _at_resolution(preprocess, image_size)
+    return preprocess if image_size is None else preprocess.at_resolution(image_size)
 
 
-def build_model(section: ModelSection, id2label: dict[int, str]) -> ImageClassifier:
-    """The classifier for `id2label`: pretrained encoder (new head if the labels differ) or random init."""
+def build_model(section: ModelSection, id2label: dict[int, str],
+                preprocess: PreprocessConfig | None = None) -> ImageClassifier:
+    """The classifier for `id2label`: pretrained encoder (new head if the labels differ) or random init.
+
+    A checkpoint is loaded at the resolution its preprocessing (`preprocess`, default `build_preprocess`)
+    gives the input (DINOv2 stores positions for 518 px, its processor crops 224), with the dropout
+    and stochastic-depth rates the run sets.
+    """
     if section.checkpoint is not None:
+        image_size = section.encoder.get("image_size") or (preprocess or build_preprocess(section)).square_output_size()
+        overrides = {name: value for name, value in section.encoder.items() if name != "image_size"}
         return load_classifier(section.checkpoint, id2label=id2label, pooling=section.pooling,
-                               image_size=section.encoder.get("image_size"))
+                               image_size=image_size, encoder_overrides=overrides)
     pooling = section.pooling or ARCH_DEFAULTS[section.arch]["default_pooling"]
     config = ClassifierConfig(encoder=section.random_init_encoder(), pooling=pooling,
                               num_labels=len(id2label), id2label=id2label)
@@ -66,10 +74,3 @@ def choose_attn_implementation(model: ImageClassifier, section: ModelSection,
 def _section_preprocess(section: ModelSection, image_size: int) -> PreprocessConfig:
     return PreprocessConfig(height=image_size, width=image_size,
                             image_mean=section.image_mean, image_std=section.image_std)
-
-
-def _at_resolution(preprocess: PreprocessConfig, image_size: int) -> PreprocessConfig:
-    """Fine-tuning at another resolution (e.g. 384 px) resizes the images to that size."""
-    if preprocess.shortest_edge is not None:
-        return dataclasses.replace(preprocess, shortest_edge=image_size, crop_height=image_size, crop_width=image_size)
-    return dataclasses.replace(preprocess, height=image_size, width=image_size)

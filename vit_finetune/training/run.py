@@ -18,13 +18,16 @@ from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
+from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, remove_earlier_checkpoints, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
+from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.resume_state import check_resume_labels, read_trainer_state, train_or_finish
 from vit_finetune.training.signals import GracefulInterrupt
+from vit_finetune.training.trackers import tracker_runs
 from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemoryError, check_resume_pickles,
                                            first_line)
 from vit_finetune.typed import ConfigError
@@ -55,7 +58,7 @@ class TrainResult:
 def train(run: RunConfig) -> TrainResult:
     """Fine-tune (or train from scratch) as `run` says; return the final metrics.
 
-    The run holds `output_dir/.lock` throughout (a second run there stops with `OutputDirLockedError`).
+    The run holds `output_dir/_lock` throughout (a second run there stops with `OutputDirLockedError`).
     SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device memory
     raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
     """
@@ -81,13 +84,14 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_trainable(splits, run.data.dataset)
     if resume_from is not None:
         check_resume_labels(resume_from, splits.label_names, run.data.dataset)
-    model = build_model(run.model, splits.id2label)
+    model = build_model(run.model, splits.id2label, preprocess)
     choose_attn_implementation(model, run.model, args)
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
-    train_output = fit(trainer, resume_from)
-    test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
+    with tracker_runs(args):
+        train_output = fit(trainer, resume_from)
+        test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
     metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
@@ -134,9 +138,11 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
     if compute_device().type == "cpu":  # lets torchrun/accelerate run several CPU processes on gloo
         arguments.setdefault("use_cpu", True)
     try:
-        return TrainingArguments(**arguments)
-    except (TypeError, ValueError) as err:
+        args = TrainingArguments(**arguments)
+    except (TypeError, ValueError, ImportError) as err:
         raise ConfigError(f"{run.source}: training: {err}") from err
+    check_supported(args, run)
+    return args
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
@@ -149,13 +155,16 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         data_collator=ImageCollator(preprocess),
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
+        batch_augment=run.data.augment,
     )
 
 
 def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metrics: dict) -> None:
-    """Final model folder plus config, metrics, Trainer log and curves."""
-    trainer.save_model(str(output_dir))
+    """Config, metrics, Trainer log, curves and model card, then the final model; with `training.push_to_hub`
+    the Trainer uploads the folder after saving the model (its private `_*` files and checkpoints left out)."""
     run_files.write_resolved_config(output_dir, run.to_dict())
     run_files.write_json(output_dir / run_files.METRICS, metrics)
     run_files.write_json(output_dir / run_files.TRAINER_LOG, trainer.state.log_history)
     plot_training_curves(trainer.state.log_history, output_dir / run_files.CURVES)
+    write_model_card(output_dir, run, trainer.args, trainer.model.config, metrics, trainer.state.log_history)
+    trainer.save_model(str(output_dir))

@@ -9,6 +9,10 @@ Data-loader workers ignore both signals (`workers_ignore_signals`). Service mana
 Kubernetes) and a terminal's Ctrl-C signal the whole process group; torch's workers die on SIGTERM, and
 the main process then stops at once ("DataLoader worker exited unexpectedly") without a checkpoint.
 Ignoring it leaves the stop to the main process, which saves and shuts its workers down as after any epoch.
+
+In a multi-process run (torchrun, `accelerate launch`) the launcher forwards the signal to every
+process, but each receives it at its own moment, possibly one step apart. The processes therefore
+agree after every step (one all-reduce of the received signal): all stop and save at the same step.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+import torch
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
@@ -43,7 +49,8 @@ class GracefulInterrupt(TrainerCallback):
     """Records SIGINT/SIGTERM while `handlers()` is active and makes the Trainer save and stop."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.signum: int | None = None  # the signal this process received
+        self.stop_signum: int | None = None  # the signal training stops for: this process's or another's
 
     @contextlib.contextmanager
     def handlers(self) -> Iterator[None]:
@@ -66,14 +73,16 @@ class GracefulInterrupt(TrainerCallback):
                        "(send it again to stop at once)", signal.Signals(signum).name)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.signum is not None:
+        if self.stop_signum is None:
+            self.stop_signum = signal_of_any_process(self.signum, args.device)
+        if self.stop_signum is not None:
             control.should_training_stop = True
             if not epoch_complete(state):  # at an epoch end the epoch-end save below does it
                 control.should_save = True
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.signum is not None:  # no evaluation nor second save of a cut-short epoch
+        if self.stop_signum is not None:  # no evaluation nor second save of a cut-short epoch
             complete = epoch_complete(state)
             control.should_save = complete
             control.should_evaluate = control.should_evaluate and complete
@@ -81,10 +90,19 @@ class GracefulInterrupt(TrainerCallback):
 
     def raise_if_interrupted(self, step: int, checkpoint: str) -> None:
         """Raise `TrainingInterrupted` if a signal came during training."""
-        if self.signum is not None:
-            name = signal.Signals(self.signum).name
-            raise TrainingInterrupted(self.signum, f"{name} at step {step}: checkpoint saved in {checkpoint}; "
+        if self.stop_signum is not None:
+            name = signal.Signals(self.stop_signum).name
+            raise TrainingInterrupted(self.stop_signum, f"{name} at step {step}: checkpoint saved in {checkpoint}; "
                                                    "continue with training.resume_from_checkpoint=true")
+
+
+def signal_of_any_process(signum: int | None, device: torch.device) -> int | None:
+    """The signal received by any process of a distributed run (the larger number if several), else `signum`."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return signum
+    received = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(received, op=dist.ReduceOp.MAX)
+    return int(received.item()) or None
 
 
 def epoch_complete(state) -> bool:

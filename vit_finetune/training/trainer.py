@@ -5,13 +5,16 @@ reloads it with `strict=False`, which silently drops any tensor whose name does 
 checkpoints in transformers 5 are one such case). Here every checkpoint is a complete model folder
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
-adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_finite_weights`); `_load_optimizer_and_scheduler` checks the loaded state against the
-parameters (`resume_state.check_optimizer_state`); `_get_dataloader` makes loader workers ignore SIGINT /
-SIGTERM (`signals.workers_ignore_signals`). These are the only methods overridden; `tests/test_transformers_api.py`
+adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_finite_weights`);
+`compute_loss` applies the training-step augmentations (random erasing, mixup / cutmix with soft targets);
+`_load_optimizer_and_scheduler` checks the loaded state against the parameters
+(`resume_state.check_optimizer_state`); `_get_dataloader` makes loader workers ignore SIGINT / SIGTERM
+(`signals.workers_ignore_signals`); `create_model_card` keeps the run's own model card for the Hub upload.
+These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
-hidden `output_dir/.incomplete/`. After the Trainer's save, `CheckpointPublisher.on_save` (a callback,
+staging folder `output_dir/_incomplete/`. After the Trainer's save, `CheckpointPublisher.on_save` (a callback,
 run on every process) waits for all processes' files, writes the `checkpoint_complete` marker and renames
 the folder to `output_dir/checkpoint-N`; every process then records that final path as the best
 checkpoint where the Trainer had recorded the staged one. A crash during a save leaves only the staging
@@ -38,6 +41,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from vit_finetune.data.batch_augment import augment_train_batch
+from vit_finetune.data.config import AugmentConfig
+from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
@@ -63,9 +69,10 @@ class TrainingOutOfMemoryError(RuntimeError):
 class ClassifierTrainer(Trainer):
     """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard."""
 
-    def __init__(self, *args, preprocess_config=None, **kwargs):
+    def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.preprocess_config = preprocess_config
+        self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
@@ -75,6 +82,19 @@ class ClassifierTrainer(Trainer):
             raise NonFiniteLossError(f"non-finite loss at step {step} ({loss.item()}); "
                                      "the last good checkpoint is left untouched")
         return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training batches get the training-step augmentations first (`data/batch_augment.py`); soft targets
+        (mixup / cutmix, label smoothing) are trained with the soft-target cross-entropy."""
+        augment = self.batch_augment if model.training else None
+        if augment is not None:
+            inputs = augment_train_batch(inputs, self.model.config.num_labels, augment)
+        if augment is None or not augment.soft_targets:  # class ids: the model's loss (and the Trainer's smoothing)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        targets = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = soft_target_cross_entropy(outputs.logits.float(), targets)
+        return (loss, outputs) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
@@ -108,6 +128,11 @@ class ClassifierTrainer(Trainer):
         if checkpoint is not None:
             check_optimizer_state(self.optimizer, Path(checkpoint) / OPTIMIZER_FILE)
 
+    def create_model_card(self, **kwargs) -> None:
+        """Keep the run's own card: `train()` writes `README.md` (`model_card.py`) before the Hub upload, which
+        calls this; the Trainer's draft (`TrainingSummary`) would replace it with a card that knows no test
+        accuracy, data set or base model of this pipeline."""
+
     def _load_best_model(self) -> None:
         logger.info("loading best model from %s (score %s)", self.state.best_model_checkpoint,
                     self.state.best_metric)
@@ -115,7 +140,7 @@ class ClassifierTrainer(Trainer):
 
 
 class CheckpointPublisher(TrainerCallback):
-    """Completes each checkpoint the Trainer wrote into `output_dir/.incomplete/`: marker, rename, rotation.
+    """Completes each checkpoint the Trainer wrote into `output_dir/_incomplete/`: marker, rename, rotation.
 
     Runs on every process. All processes wait until each has written its files (every process writes its
     own RNG state), the saving process marks the folder complete, renames it to `output_dir/checkpoint-N`
