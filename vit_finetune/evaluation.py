@@ -34,7 +34,7 @@ from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
-from vit_finetune.run_files import write_json
+from vit_finetune.run_files import check_writable, write_json
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,14 @@ def evaluate_checkpoint(
     loaded = load_for_inference(checkpoint)
     run = eval_run_config(loaded, config, overrides)
     batch_size = batch_size or training_argument(run, "per_device_eval_batch_size")
+    results_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
+    check_writable(results_dir, "--output-dir" if output_dir else "results folder")
     outputs = collect_logits(loaded.model, load_eval_split(loaded, run), loaded.preprocess, batch_size, precision,
                              num_workers=training_argument(run, "dataloader_num_workers"))
     results = classification_metrics(outputs.logits, outputs.labels, loaded.label_names)
     results |= run_summary(outputs, run, str(checkpoint), batch_size)
-    output_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
-    write_eval_outputs(results, output_dir)
-    return EvalOutput(results=results, output_dir=output_dir)
+    write_eval_outputs(results, results_dir)
+    return EvalOutput(results=results, output_dir=results_dir)
 
 
 def default_output_dir(checkpoint: str | Path, split: str) -> Path:

@@ -1,14 +1,16 @@
 """Checks of a checkpoint's resume state against the run that resumes it, before any training step.
 
 `check_resume_pickles` (trainer.py) makes sure the files hold only tensors and plain data; the checks here
-make sure that data fits the run. A crafted or mismatched file is a `ResumeError` naming it (exit 2),
-never a crash inside torch:
+make sure that data fits the run. A crafted or mismatched file is a `ResumeError` naming it (exit 2), never
+a crash inside torch or the Trainer:
 
-- `check_optimizer_state`: every loaded optimizer state tensor is a scalar or has its parameter's shape and
-  dtype (the fused AdamW kernel reads moments of another shape out of bounds and kills the process);
-- `read_error`: errors the Trainer raises while loading optimizer / scheduler state become `ResumeError`;
+- `check_loaded_state`: optimizer, scheduler, scaler and RNG state have the structure the Trainer loads (each
+  RNG state is restored on a new generator of its kind), checked before the run starts;
 - `read_trainer_state`: trainer_state.json readable by this transformers release, its fields of the right types;
 - `check_resume_labels`: the data set's classes are the checkpoint's (names and order);
+- `read_error`: errors the Trainer raises while loading optimizer / scheduler state become `ResumeError`;
+- `check_optimizer_state`: every loaded optimizer state tensor is a scalar or has its parameter's shape and
+  dtype (the fused AdamW kernel reads moments of another shape out of bounds and kills the process);
 - `ResumeProgressCheck` / `train_or_finish`: a step beyond the run is refused, and a checkpoint at the run's last
   step only finishes the run (final model, test metrics, run files) without training.
 """
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import transformers
 from transformers import Trainer, TrainerCallback
@@ -94,6 +99,70 @@ def read_error(checkpoint: str | Path | None, files: str) -> Iterator[None]:
     except READ_ERRORS as err:
         reason = " ".join(str(err).split())[:300] or type(err).__name__
         raise ResumeError(f"{checkpoint}: cannot resume from {files}: {reason}") from err
+
+
+# ---- the structure of optimizer.pt, scheduler.pt, scaler.pt and rng_state*.pth ------------------------------------
+
+def check_loaded_state(path: Path, state: Any) -> None:
+    """Refuse resume state (as `torch.load` read it from `path`) that the Trainer could not load into a run:
+    a `ResumeError` naming the checkpoint and the file."""
+    check = _rng_problem if path.name.startswith("rng_state") else STRUCTURE_CHECKS.get(path.name)
+    problem = check(state) if check is not None else None
+    if problem:
+        raise ResumeError(f"{path.parent}: cannot resume from {path.name}: {problem}")
+
+
+def _optimizer_problem(state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return f"expected a dict of optimizer state, got a {type(state).__name__}"
+    groups, per_parameter = state.get("param_groups"), state.get("state")
+    if not isinstance(groups, list) or not isinstance(per_parameter, dict):
+        return "expected 'state' (a dict) and 'param_groups' (a list)"
+    ids = [group.get("params") if isinstance(group, dict) else None for group in groups]
+    if not all(isinstance(params, list) and all(type(i) is int for i in params) for params in ids):
+        return "each of param_groups must be a dict with 'params', a list of parameter numbers"
+    unknown = sorted(set(per_parameter) - {i for params in ids for i in params}, key=str)
+    if unknown:
+        return f"state for parameters {shown(unknown)} that no parameter group holds"
+    if not all(isinstance(value, dict) for value in per_parameter.values()):
+        return "each parameter's state must be a dict"
+    return None
+
+
+def _scheduler_problem(state: Any) -> str | None:
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        return f"expected a dict of scheduler fields, got {shown(state)}"
+    if "last_epoch" in state and type(state["last_epoch"]) is not int:
+        return f"last_epoch is {shown(state['last_epoch'])}, expected an integer"
+    for key in ("base_lrs", "_last_lr"):
+        values = state.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            return f"{key} is {shown(values)}, expected a list of numbers"
+    return None
+
+
+def _scaler_problem(state: Any) -> str | None:
+    if not isinstance(state, dict) or not isinstance(state.get("scale", 1.0), (int, float)):
+        return f"expected a dict of GradScaler fields, got {shown(state)}"
+    return None
+
+
+def _rng_problem(state: Any) -> str | None:
+    """Each generator state is set on a new generator of its kind, as the Trainer will set the global ones."""
+    if not isinstance(state, dict):
+        return f"expected a dict of generator states, got a {type(state).__name__}"
+    setters = {"python": random.Random().setstate, "numpy": np.random.RandomState().set_state,
+               "cpu": torch.Generator().set_state}
+    for key, set_state in setters.items():
+        try:
+            set_state(state[key])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            return f"the {key!r} generator state cannot be restored ({type(err).__name__}: {shown(str(err))})"
+    return None
+
+
+STRUCTURE_CHECKS = {OPTIMIZER_FILE: _optimizer_problem, SCHEDULER_FILE: _scheduler_problem,
+                    "scaler.pt": _scaler_problem}
 
 
 # ---- trainer_state.json, the run's classes and its progress ---------------------------------------------------

@@ -47,7 +47,8 @@ from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
-from vit_finetune.training.resume_state import OPTIMIZER_FILE, SCHEDULER_FILE, check_optimizer_state, read_error
+from vit_finetune.training.resume_state import (OPTIMIZER_FILE, SCHEDULER_FILE, check_loaded_state,
+                                                check_optimizer_state, read_error)
 from vit_finetune.training.signals import workers_ignore_signals
 
 logger = logging.getLogger(__name__)
@@ -177,16 +178,20 @@ class CheckpointPublisher(TrainerCallback):
 
 def check_resume_pickles(checkpoint: Path) -> None:
     """Read `checkpoint`'s optimizer, scheduler, scaler and RNG files as the Trainer will (`weights_only=True`);
-    a file holding anything else (possibly crafted) is a `ResumeError` naming it. Nothing in it runs."""
+    a file holding anything else (possibly crafted), a damaged one, or one of another structure than the Trainer
+    loads (`resume_state.check_loaded_state`) is a `ResumeError` naming it. Nothing in it runs."""
     for path in [checkpoint / name for name in RESUME_PICKLES] + sorted(checkpoint.glob("rng_state*.pth")):
         if not path.is_file():
             continue
         try:  # numpy arrays are allowed in RNG state only, as the Trainer does
             with safe_globals() if path.name.startswith("rng_state") else contextlib.nullcontext():
-                torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except pickle.UnpicklingError as err:
             raise ResumeError(f"{checkpoint}: refused to load {path.name}: not plain tensors and data, "
                               f"possibly a crafted file ({first_line(err)})") from None
+        except (RuntimeError, EOFError, OSError, ValueError) as err:  # damaged: torch's zip reader, a cut pickle
+            raise ResumeError(f"{checkpoint}: cannot read {path.name}: {first_line(err)}") from None
+        check_loaded_state(path, state)
 
 
 def check_finite_weights(model: torch.nn.Module, step: int) -> None:
@@ -215,4 +220,9 @@ def load_weights_strictly(model: torch.nn.Module, folder: Path) -> None:
     """Copy the weights saved in `folder` into `model`; every tensor must match by name and shape."""
     target = model.module if hasattr(model, "module") else model
     saved = load_classifier(folder)
-    target.load_state_dict(saved.state_dict(), strict=True)
+    try:
+        target.load_state_dict(saved.state_dict(), strict=True)
+    except RuntimeError as err:  # torch lists every missing, unexpected and mis-shaped tensor
+        reason = "; ".join(line.strip() for line in str(err).splitlines()[1:4])
+        raise ResumeError(f"{folder}: its weights do not fit this run's model (were model settings changed since it "
+                          f"was written?): {reason}") from None
