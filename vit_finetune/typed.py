@@ -7,8 +7,10 @@ string) are accepted where a number is expected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import math
 import reprlib
 import types
 import typing
@@ -132,16 +134,19 @@ def _coerce_scalar(value: Any, annotation: type, where: str) -> Any:
 
 
 def _to_float(value: Any, where: str) -> float:
-    if isinstance(value, bool):
+    """A finite float: NaN and inf (YAML `.nan`, `.inf`, or the strings) are refused here, since no setting
+    means anything with them and a learning rate of inf trains silently into NaN weights."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
         raise ConfigError(f"{where}: expected a number, got {shown(value)}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: expected a number, got {shown(value)}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: must be a finite number, got {shown(value)}")
+    return number
 
 
 def _expect(value: Any, kind: type, where: str) -> Any:
