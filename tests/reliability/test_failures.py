@@ -47,6 +47,22 @@ def test_out_of_memory_exits_4_naming_the_batch_size_key(data_dir, tmp_path, mon
     assert "training.auto_find_batch_size=true" in last_line and CUDA_OOM in last_line
 
 
+def test_cpu_allocator_failure_exits_4_naming_the_batch_size_key(data_dir, tmp_path, monkeypatch, capsys):
+    """The CPU allocator raises a plain RuntimeError, not torch.OutOfMemoryError; here a real one, from asking it
+    for 2^60 bytes inside the training step."""
+    step = ClassifierTrainer.training_step
+
+    def allocate_too_much(self, model, inputs, num_items_in_batch=None):
+        torch.empty(1 << 60, dtype=torch.uint8)
+        return step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", allocate_too_much)
+    assert train_cli(run_tree(data_dir, tmp_path / "run", max_steps=2), tmp_path / "oom.yaml") == EXIT_OUT_OF_MEMORY
+    last_line = message_line(capsys.readouterr().err)
+    assert last_line.startswith("error: out of memory at training.per_device_train_batch_size=8 ")
+    assert "DefaultCPUAllocator: can't allocate memory" in last_line
+
+
 def test_auto_find_batch_size_passes_through_the_config(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("training:\n  output_dir: out\n")

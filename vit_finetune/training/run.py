@@ -19,7 +19,8 @@ from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.arguments import check_supported
-from vit_finetune.training.checkpoints import check_output_dir, remove_earlier_checkpoints, resolve_resume
+from vit_finetune.training.checkpoints import (check_output_dir, remove_earlier_checkpoints, require_directory,
+                                               resolve_resume)
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
@@ -33,6 +34,8 @@ from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemor
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
+
+CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
 
 # Our defaults for TrainingArguments; any key set in the config wins.
 DEFAULT_ARGUMENTS: dict[str, Any] = {
@@ -59,10 +62,12 @@ def train(run: RunConfig) -> TrainResult:
     """Fine-tune (or train from scratch) as `run` says; return the final metrics.
 
     The run holds `output_dir/_lock` throughout (a second run there stops with `OutputDirLockedError`).
-    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device memory
+    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device or CPU memory
     raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
     """
     output_dir = Path(run.training.output_dir)
+    require_directory(output_dir)
+    run_files.check_writable(output_dir, "output_dir")
     if not is_main_process():  # torchrun / accelerate: process 0 holds the lock
         return _train(run, output_dir)
     with output_dir_lock(output_dir):
@@ -119,7 +124,9 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     try:
         with interrupt.handlers():
             output = train_or_finish(trainer, resume_from)
-    except torch.OutOfMemoryError as err:
+    except RuntimeError as err:  # torch.OutOfMemoryError is one
+        if not is_out_of_memory(err):
+            raise
         raise TrainingOutOfMemoryError(
             f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
             f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
@@ -127,6 +134,12 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     step = trainer.state.global_step
     interrupt.raise_if_interrupted(step, str(Path(trainer.args.output_dir) / f"checkpoint-{step}"))
     return output
+
+
+def is_out_of_memory(err: RuntimeError) -> bool:
+    """A GPU's `torch.OutOfMemoryError`, or the CPU allocator's failure, which torch raises as a plain
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    return isinstance(err, torch.OutOfMemoryError) or CPU_ALLOCATOR_FAILURE in str(err)
 
 
 def build_training_arguments(run: RunConfig) -> TrainingArguments:
