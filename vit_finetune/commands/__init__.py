@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Callable
 
-EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image, or output_dir in use: the message names the culprit
+EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image, output_dir in use or full: the message names the culprit
 EXIT_NON_FINITE_LOSS = 3  # the message names the step; the last good checkpoint is untouched
 EXIT_OUT_OF_MEMORY = 4  # the message names training.per_device_train_batch_size
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C); during training a checkpoint was saved first
@@ -19,9 +19,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from vit_finetune.data.images import ImageFileError
     from vit_finetune.modeling.convert import CheckpointError
     from vit_finetune.training.checkpoints import ResumeError
+    from vit_finetune.training.durable_writes import DiskFullError
     from vit_finetune.typed import ConfigError
 
-    return (ConfigError, DataError, ImageFileError, CheckpointError, ResumeError, FileNotFoundError)
+    return (ConfigError, DataError, ImageFileError, CheckpointError, ResumeError, DiskFullError, FileNotFoundError)
 
 
 def run_guarded(body: Callable[[], int]) -> int:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from vit_finetune import run_files
 from vit_finetune.config import RunConfig
@@ -19,9 +20,10 @@ from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.arguments import check_supported
-from vit_finetune.training.checkpoints import (check_output_dir, remove_earlier_checkpoints, require_directory,
-                                               resolve_resume)
+from vit_finetune.training.checkpoints import (STAGING_DIR, check_output_dir, remove_earlier_checkpoints,
+                                               require_directory, resolve_resume)
 from vit_finetune.training.curves import plot_training_curves
+from vit_finetune.training.durable_writes import disk_full_error, tensor_bytes
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
@@ -124,16 +126,30 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     try:
         with interrupt.handlers():
             output = train_or_finish(trainer, resume_from)
-    except RuntimeError as err:  # torch.OutOfMemoryError is one
-        if not is_out_of_memory(err):
+    except (RuntimeError, OSError, SafetensorError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        stop = training_stop_error(err, trainer)
+        if stop is None:
             raise
-        raise TrainingOutOfMemoryError(
-            f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
-            f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
-            "batch), or on a GPU set training.auto_find_batch_size=true") from err
+        raise stop from err
     step = trainer.state.global_step
     interrupt.raise_if_interrupted(step, str(Path(trainer.args.output_dir) / f"checkpoint-{step}"))
     return output
+
+
+def training_stop_error(err: BaseException, trainer: ClassifierTrainer) -> Exception | None:
+    """The error that ends the run for `err`: out of (device or CPU) memory, or a full disk while a checkpoint was
+    being written (its staging folder exists); None for anything else."""
+    if isinstance(err, RuntimeError) and is_out_of_memory(err):
+        return TrainingOutOfMemoryError(
+            f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
+            f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
+            "batch), or on a GPU set training.auto_find_batch_size=true")
+    output_dir = Path(trainer.args.output_dir)
+    staged = sorted((output_dir / STAGING_DIR).glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
+    if not staged:
+        return None
+    optimizer_state = trainer.optimizer.state if trainer.optimizer is not None else {}
+    return disk_full_error(err, staged[0].name, output_dir, tensor_bytes(trainer.model, optimizer_state))
 
 
 def is_out_of_memory(err: RuntimeError) -> bool:
@@ -180,4 +196,10 @@ def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metri
     run_files.write_json(output_dir / run_files.TRAINER_LOG, trainer.state.log_history)
     plot_training_curves(trainer.state.log_history, output_dir / run_files.CURVES)
     write_model_card(output_dir, run, trainer.args, trainer.model.config, metrics, trainer.state.log_history)
-    trainer.save_model(str(output_dir))
+    try:
+        trainer.save_model(str(output_dir))
+    except (OSError, SafetensorError) as err:
+        full = disk_full_error(err, "the final model", output_dir, tensor_bytes(trainer.model))
+        if full is None:
+            raise
+        raise full from err

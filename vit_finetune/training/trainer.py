@@ -47,6 +47,7 @@ from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.modeling.hub import load_classifier, save_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
+from vit_finetune.training.durable_writes import publish_model_files
 from vit_finetune.training.resume_state import (OPTIMIZER_FILE, SCHEDULER_FILE, check_loaded_state,
                                                 check_optimizer_state, read_error)
 from vit_finetune.training.signals import workers_ignore_signals
@@ -101,11 +102,16 @@ class ClassifierTrainer(Trainer):
         if not self.args.should_save:
             return
         output_dir = Path(output_dir or self.args.output_dir)
-        model = self.accelerator.unwrap_model(self.model)
-        check_finite_weights(model, self.state.global_step)
-        save_classifier(model, output_dir)
+        check_finite_weights(self.accelerator.unwrap_model(self.model), self.state.global_step)
+        if output_dir.parent.name == STAGING_DIR:  # a checkpoint: `CheckpointPublisher` completes it
+            self._write_model(output_dir)
+        else:  # the final model, among the run's files: staged, flushed, moved in with the weights last
+            publish_model_files(output_dir, output_dir / STAGING_DIR / "model", self._write_model)
+
+    def _write_model(self, folder: Path) -> None:
+        save_classifier(self.accelerator.unwrap_model(self.model), folder)
         if self.preprocess_config is not None:
-            self.preprocess_config.save_pretrained(output_dir)
+            self.preprocess_config.save_pretrained(folder)
 
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None) -> DataLoader:
