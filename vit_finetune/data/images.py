@@ -19,7 +19,7 @@ import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -27,6 +27,9 @@ from PIL import Image, ImageOps
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own bomb threshold (Image.MAX_IMAGE_PIXELS), not overridable by it
+LARGE_IMAGE_PIXELS = 4096 * 4096  # above this, `open_image(..., reduce_for=...)` decodes at a reduced size
+REDUCIBLE_MODES = ("L", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # modes `Image.reduce` supports
+ResizeTarget = Callable[[int, int], tuple[int, int]]  # (height, width) -> (h, w) after the resize step
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -39,15 +42,26 @@ class ImageFileError(ValueError):
         self.name, self.reason = name, reason
 
 
-def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image."""
+def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+               reduce_for: ResizeTarget | None = None) -> Image.Image:
+    """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image.
+
+    With `reduce_for` (the (h, w) a resize makes of an image of (height, width)), an image over
+    `LARGE_IMAGE_PIXELS` is decoded at no less than twice that size per side, not at full size: a JPEG by
+    DCT scaling (`draft`: the full size is never decoded), another format decoded and then shrunk by a whole
+    factor (`reduce`, a box filter). Smaller images are decoded as they are.
+    """
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     stream = io.BytesIO(source) if isinstance(source, bytes) else open_regular_file(source, name)
     try:
         with stream, Image.open(stream, formats=ALLOWED_FORMATS) as image:
             _check_size(image, max_pixels, name)
+            floor = reduced_side(image.size, reduce_for)
+            if floor and image.format == "JPEG":
+                image.draft(image.mode, (floor, floor))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            image = _reduced(image, min(image.size) // floor) if floor else image  # before anything copies it
+            ImageOps.exif_transpose(image, in_place=True)
             return to_rgb(image)
     except ImageFileError:
         raise
@@ -59,6 +73,22 @@ def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
         raise ImageFileError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageFileError(name, f"corrupt or truncated image ({_one_line(err)})") from None
+
+
+def reduced_side(size: tuple[int, int], reduce_for: ResizeTarget | None) -> int | None:
+    """The shortest side to decode an image of `size` (w, h) at (twice the largest side its resize gives, in
+    either EXIF orientation), or None to decode it at full size."""
+    width, height = size
+    if reduce_for is None or width * height <= LARGE_IMAGE_PIXELS:
+        return None
+    return 2 * max(*reduce_for(height, width), *reduce_for(width, height))
+
+
+def _reduced(image: Image.Image, factor: int) -> Image.Image:
+    """`image` shrunk by a whole `factor` (box filter); modes `reduce` cannot handle are made RGB first."""
+    if factor < 2:
+        return image
+    return (image if image.mode in REDUCIBLE_MODES else to_rgb(image)).reduce(factor)
 
 
 FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
