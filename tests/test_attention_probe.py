@@ -99,3 +99,29 @@ def test_an_explicit_choice_is_applied_without_probing(monkeypatch, name):
     model = build_model(section, LABELS)
     assert choose_attn_implementation(model, section, Args()) == name
     assert all(m.attn_implementation == name for m in attention_modules(model))
+
+
+def _agree_in_process(rank: int, port: int, results) -> None:
+    """One of two gloo processes: rank 0 proposes eager, rank 1 sdpa."""
+    import torch.distributed as dist
+
+    from vit_finetune.training.model_setup import agreed_across_processes
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = agreed_across_processes("eager" if rank == 0 else "sdpa")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_of_one_run_use_the_first_process_choice():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.get_context("spawn").Manager().dict()
+    mp.spawn(_agree_in_process, args=(port, results), nprocs=2, join=True)
+    assert dict(results) == {0: "eager", 1: "eager"}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import PIL
 from PIL import Image
 
-from . import fast_resize
+from . import fast_resize, pil_resample
 
 PROCESSOR_FILE = "preprocessor_config.json"
 MAX_SIDE = 4096  # px: the largest height, width, shortest edge or crop size a processor config may ask for
@@ -269,9 +269,13 @@ def resize_batch(pixels: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
 def _resize_pixels(pixels: torch.Tensor, size: tuple[int, int], resample: str) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> channels-last uint8 (B, 3, *size) with torch's PIL-compatible kernel; as
     is when already that size. Each axis that changes is one pass with uint8 in between, in PIL's order
-    (`pil_resizes_height_first`); torch's kernel takes the width first."""
+    (`pil_resizes_height_first`); torch's kernel takes the width first. Bicubic is computed as Pillow
+    computes it (`pil_resample`): torch's 16-bit weights are up to two grey levels off there."""
     if tuple(pixels.shape[-2:]) == tuple(size):
         return pixels
+    if resample == "bicubic":
+        height_first = pil_resizes_height_first(tuple(pixels.shape[-2:]), tuple(size))
+        return pil_resample.resize(pixels, size, resample, height_first).contiguous(memory_format=torch.channels_last)
     pixels = pixels.contiguous(memory_format=torch.channels_last)  # the fast uint8 kernel's layout
     mode = TORCH_MODE[resample]
     if pil_resizes_height_first(tuple(pixels.shape[-2:]), tuple(size)):

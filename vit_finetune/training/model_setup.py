@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import torch
 from transformers import TrainingArguments
 
 from vit_finetune.config import ModelSection
@@ -66,9 +67,21 @@ def choose_attn_implementation(model: ImageClassifier, section: ModelSection,
                                            backbone.num_training_tokens(), args.device,
                                            autocast_dtype(precision_of_trainer_flags(args.bf16, args.fp16)))
         logger.info("attention for training: %s", result.describe())
-        choice = result.choice
+        choice = agreed_across_processes(result.choice)
     set_attn_implementation(model, choice)
     return choice
+
+
+def agreed_across_processes(choice: AttnImplementation) -> AttnImplementation:
+    """The first process's choice in a multi-process run, so that every rank computes the same way.
+
+    Each process times its own probe, and near-ties can fall differently on different ranks.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return choice
+    chosen = [choice]
+    torch.distributed.broadcast_object_list(chosen, src=0)
+    return chosen[0]
 
 
 def _section_preprocess(section: ModelSection, image_size: int) -> PreprocessConfig:
