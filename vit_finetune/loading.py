@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
+from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig, read_preprocess
 from vit_finetune.modeling.convert import CheckpointError
 from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
 from vit_finetune.modeling.model import ImageClassifier
@@ -50,7 +50,7 @@ class LoadedModel:
 def load_for_inference(name_or_dir: str | Path) -> LoadedModel:
     """Load the model, preprocessing settings and (if recorded) run config of a folder or hub id."""
     model_dir = find_model_dir(name_or_dir)
-    processor = read_preprocess(model_dir)
+    processor = read_preprocess(model_dir) if (model_dir / PROCESSOR_FILE).is_file() else None
     # at the processor's input size: DINOv2 checkpoints store positions for 518 px and crop 224
     model = load_classifier(model_dir, image_size=processor.square_output_size() if processor else None)
     return LoadedModel(model=model, preprocess=checked_preprocess(model_dir, processor, model),
@@ -81,19 +81,6 @@ def checked_preprocess(model_dir: Path, processor: PreprocessConfig | None, mode
         raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: gives {output[0]}x{output[1]} px inputs, but the model "
                               f"takes {size}x{size} px (config.json image_size)")
     return processor
-
-
-def read_preprocess(model_dir: Path) -> PreprocessConfig | None:
-    """A folder's `preprocessor_config.json` (None without one); one this project cannot read is a
-    `CheckpointError` naming it."""
-    if not (model_dir / PROCESSOR_FILE).is_file():
-        return None
-    try:
-        return PreprocessConfig.from_pretrained(model_dir)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
-        reason = " ".join(str(err).split())[:300] or type(err).__name__
-        raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: not an image processor config this project "
-                              f"reads: {reason}") from None
 
 
 @contextlib.contextmanager

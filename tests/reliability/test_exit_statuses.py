@@ -1,21 +1,17 @@
 """The exit-status contract on inputs that used to end in a traceback and exit 1: each error is turned, where the
 input is read, into one of the command line's error classes (`commands.exit_status` maps them to 2 for bad
-input, 4 for out of memory), with the file or key named. Model folders, resume state and output folders here;
-configs and data folders in test_bad_inputs.py, memory in test_failures.py."""
+input), with the file or key named. Model folders, resume state and output folders here; configs and data
+folders in test_bad_inputs.py, memory (exit 4) in test_failures.py, a full disk in test_disk_full.py."""
 
 import json
 import os
-import re
 import shutil
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from vit_finetune.commands import EXIT_USER_ERROR, exit_status
-from vit_finetune.evaluation import collect_logits  # noqa: F401 (patched below)
 from vit_finetune.loading import load_for_inference
 
 from .helpers import STEPS_PER_EPOCH, copy_checkpoint, message_line, run_command, run_tree, train_cli, train_tree
@@ -51,8 +47,8 @@ BAD_MODEL_FILES = {  # case -> (folder kind, file, change of its parsed JSON, fr
     "label ids not numbers": ("hf", *config_json(id2label={"x": "cat"}), "'x'"),
     "image size a float": ("hf", *config_json(image_size=64.0), "image_size"),
     "model type unknown": ("hf", *config_json(model_type="resnet"), "resnet"),
-    "project config without encoder": ("project", "config.json", lambda s: {k: v for k, v in s.items() if k != "encoder"},
-                                       "encoder"),
+    "project config without encoder": ("project", "config.json",
+                                       lambda s: {k: v for k, v in s.items() if k != "encoder"}, "encoder"),
     "project encoder a word": ("project", *config_json(encoder="big"), "config.json"),
     "project image size a float": ("project", "config.json",
                                    lambda s: s | {"encoder": s["encoder"] | {"image_size": 32.0}}, "image_size"),
@@ -76,7 +72,7 @@ def model_folders(reference, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", BAD_MODEL_FILES)
-def test_unreadable_model_folder_is_a_checkpoint_error_naming_the_file(model_folders, tmp_path, case):
+def test_unreadable_model_folder_exits_2_naming_the_file(model_folders, tmp_path, case):
     kind, name, change, fragment = BAD_MODEL_FILES[case]
     folder = tmp_path / "model"
     shutil.copytree(model_folders[kind], folder)
@@ -85,7 +81,7 @@ def test_unreadable_model_folder_is_a_checkpoint_error_naming_the_file(model_fol
     assert str(folder / name) in str(err) and fragment in str(err), str(err)
 
 
-def test_truncated_processor_config_is_a_checkpoint_error(model_folders, tmp_path):
+def test_truncated_processor_config_exits_2_naming_it(model_folders, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_folders["project"], folder)
     path = folder / "preprocessor_config.json"
@@ -121,9 +117,10 @@ BAD_RESUME_FILES = {  # case -> (file, spoil, fragment of the message)
     "optimizer state of no parameter": ("optimizer.pt", spoil_pickle(optimizer_for_unknown_parameter), "10000"),
     "scheduler truncated": ("scheduler.pt", truncate, "scheduler.pt"),
     "scheduler a list": ("scheduler.pt", spoil_pickle(lambda state: [state]), "a dict"),
-    "scheduler epoch a word": ("scheduler.pt", spoil_pickle(lambda state: state | {"last_epoch": "five"}), "last_epoch"),
-    "rng without cpu state": ("rng_state.pth", spoil_pickle(lambda state: {k: v for k, v in state.items() if k != "cpu"}),
-                              "cpu"),
+    "scheduler epoch a word": ("scheduler.pt", spoil_pickle(lambda state: state | {"last_epoch": "five"}),
+                               "last_epoch"),
+    "rng without cpu state": ("rng_state.pth",
+                              spoil_pickle(lambda state: {k: v for k, v in state.items() if k != "cpu"}), "cpu"),
     "rng python state wrong": ("rng_state.pth", spoil_pickle(lambda state: state | {"python": (3, (1, 2), None)}),
                                "python"),
     "rng cpu state wrong": ("rng_state.pth", spoil_pickle(lambda state: state | {"cpu": torch.zeros(3)}), "cpu"),
@@ -189,7 +186,7 @@ def test_unwritable_output_dir_exits_2_before_training(data_dir, tmp_path, capsy
 
 
 @pytest.mark.parametrize("where", UNWRITABLE)
-def test_unwritable_eval_output_dir_exits_2_before_evaluating(reference, tmp_path, monkeypatch, where):
+def test_unwritable_eval_output_dir_exits_2_before_evaluating(reference, tmp_path, where):
     output_dir = UNWRITABLE[where](tmp_path)
     done = run_command("eval.py", "--checkpoint", str(reference), "--output-dir", str(output_dir),
                        "data.max_eval_samples=4")

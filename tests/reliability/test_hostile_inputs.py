@@ -86,7 +86,7 @@ EXPECTED = {  # probe -> (error class, fragment of the message)
     "probe_alias_bomb_in_file": ("ConfigError", "bomb.yaml: YAML anchors and aliases are not allowed"),
     "probe_alias_bomb_in_override": ("ConfigError", "override 'training.seed=[&a [1, 1, "),
     "probe_ten_million_layers": ("CheckpointError", "num_hidden_layers"),
-    "probe_huge_preprocessor": ("CheckpointError", "preprocessor_config.json"),
+    "probe_huge_preprocessor": ("DataError", "preprocessor_config.json"),
 }
 
 RUN_PROBES = """

@@ -1,6 +1,7 @@
 """Predict on images just under the decompression-bomb limit (9450 x 9450 px, 1 MB files): memory stays bounded,
-and batches are bounded by decoded pixels. Each run is a fresh process that reports its own peak RSS before and after predicting 4 such images in one batch;
-a full-size decode of those held 4 x 268 MB of pixels plus a 1 GB float copy of each."""
+and batches are bounded by decoded pixels. Each run is a fresh process that reports its own peak RSS before and
+after predicting 4 such images in one batch; a full-size decode of those held 4 x 268 MB of pixels plus a 1 GB
+float copy of each."""
 
 import json
 import subprocess

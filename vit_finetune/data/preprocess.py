@@ -27,6 +27,7 @@ import PIL
 from PIL import Image
 
 from . import fast_resize, pil_resample
+from .errors import DataError
 
 PROCESSOR_FILE = "preprocessor_config.json"
 MAX_SIDE = 4096  # px: the largest height, width, shortest edge or crop size a processor config may ask for
@@ -336,6 +337,16 @@ def pil_to_pixels(image: Image.Image, resize_to: PreprocessConfig | None = None)
     if resize_to is not None:
         pixels = resize_batch(pixels.unsqueeze(0), resize_to)[0].contiguous()
     return pixels
+
+
+def read_preprocess(model_dir: Path) -> PreprocessConfig:
+    """A model folder's `preprocessor_config.json`; one this project cannot read is a `DataError` naming it."""
+    try:
+        return PreprocessConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise DataError(f"{model_dir / PROCESSOR_FILE}: not an image processor config this project "
+                        f"reads: {reason}") from None
 
 
 def preprocess_images(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:

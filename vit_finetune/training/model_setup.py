@@ -9,8 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from vit_finetune.config import ModelSection
-from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
-from vit_finetune.loading import read_preprocess
+from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig, read_preprocess
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier, load_classifier
 from vit_finetune.modeling import resolve_model_dir
 from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation
