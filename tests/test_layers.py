@@ -15,10 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = "vit_finetune"
 BENCHMARKS = "benchmarks"  # beside scripts/, not installed: nothing in the package may import it
 
-NEUTRAL = {"typed", "precision", "run_files", "multi_label"}  # may be imported by every part; import nothing above them
+# may be imported by every part; import nothing above them
+NEUTRAL = {"typed", "yaml_config", "precision", "run_files", "multi_label"}
 ALLOWED_IMPORTS = {
     "typed": set(),
-    "run_files": set(),
+    "yaml_config": {"typed"},
+    "run_files": {"typed", "yaml_config"},
     "multi_label": set(),
     "precision": {"typed"},
     "modeling": NEUTRAL,

@@ -30,6 +30,10 @@ OVERRIDDEN = {
     "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/_incomplete"),
     "_load_from_checkpoint": ("(self, resume_from_checkpoint, model=None)", "the strict reload on resume"),
     "_load_best_model": ("(self)", "the strict reload of the best model at the end"),
+    "_get_dataloader": ("(self, dataset, description, batch_size, sampler_fn=None, is_training=False, "
+                        "dataloader_key=None)", "data-loader workers that ignore SIGINT / SIGTERM"),
+    "_load_optimizer_and_scheduler": ("(self, checkpoint)", "checking the loaded optimizer state against the "
+                                      "parameters before the first step"),
     "create_model_card": ("(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, "
                           "tasks=None, dataset_tags=None, dataset=None, dataset_args=None)",
                           "keeping the run's own model card (README.md) when push_to_hub uploads the folder"),

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from vit_finetune.data.config import DataConfig
 from vit_finetune.modeling.config import (Arch, AttnImplementation, EncoderConfig, Pooling, check_values,
                                           encoder_config_for_size, run_config_fields)
 from vit_finetune.precision import PRECISIONS
-from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fields
+from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fields, shown
+from vit_finetune.yaml_config import load_yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -140,10 +139,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_run_config(name_or_path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config, apply `section.key=value` overrides, and validate it."""
     path = resolve_config_path(name_or_path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    tree = load_yaml(path.read_text(), str(path)) or {}
     for override in overrides or []:
         apply_override(tree, override)
     try:
@@ -156,14 +152,14 @@ def apply_override(tree: dict, override: str) -> None:
     """Set `a.b.c=value` in `tree`; the value is parsed as a YAML scalar (so `5e-5` is a number)."""
     key, sep, raw = override.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {override!r}: expected section.key=value")
+        raise ConfigError(f"override {shown(override)}: expected section.key=value")
     *parents, leaf = key.split(".")
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+            raise ConfigError(f"override {shown(override)}: {part} is not a section")
+    node[leaf] = load_yaml(raw, f"override {shown(override)}") if raw.strip() else None
 
 
 def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:

@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 
 from vit_finetune.config import RunConfig, apply_override, load_run_config, run_config_from_dict
 from vit_finetune.data.collate import ImageCollator
-from vit_finetune.data.errors import DataError
+from vit_finetune.data.errors import DataError, LabelMismatchError, check_labels  # noqa: F401 (re-exported)
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import ImageDataset, len_or_none, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
 from vit_finetune.multi_label import DEFAULT_THRESHOLD, format_multi_label_scores, multi_label_metrics
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
-from vit_finetune.run_files import write_json
+from vit_finetune.run_files import check_writable, write_json
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ EVAL_RESULTS = "eval_results.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
 MAX_TOP_K = 5
 MAX_ANNOTATED_CLASSES = 30  # write counts into the confusion-matrix cells up to this many classes
-
-
-class LabelMismatchError(DataError):
-    """The checkpoint's classes differ from the data set's (names or order)."""
 
 
 @dataclass
@@ -87,6 +83,8 @@ def evaluate_checkpoint(
     loaded = load_for_inference(checkpoint)
     run = eval_run_config(loaded, config, overrides)
     batch_size = batch_size or training_argument(run, "per_device_eval_batch_size")
+    results_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
+    check_writable(results_dir, "--output-dir" if output_dir else "results folder")
     outputs = collect_logits(loaded.model, load_eval_split(loaded, run), loaded.preprocess, batch_size, precision,
                              num_workers=training_argument(run, "dataloader_num_workers"))
     if loaded.model.config.multi_label:
@@ -94,9 +92,8 @@ def evaluate_checkpoint(
     else:
         results = classification_metrics(outputs.logits, outputs.labels, loaded.label_names)
     results |= run_summary(outputs, run, str(checkpoint), batch_size)
-    output_dir = Path(output_dir) if output_dir else default_output_dir(checkpoint, run.data.eval_split)
-    write_eval_outputs(results, output_dir)
-    return EvalOutput(results=results, output_dir=output_dir)
+    write_eval_outputs(results, results_dir)
+    return EvalOutput(results=results, output_dir=results_dir)
 
 
 def default_output_dir(checkpoint: str | Path, split: str) -> Path:
@@ -143,13 +140,6 @@ def load_eval_split(loaded: LoadedModel, run: RunConfig) -> ImageDataset:
 def model_task(loaded: LoadedModel) -> str:
     """The `data.task` a model was trained for: multi_label for a sigmoid head, else single_label."""
     return "multi_label" if loaded.model.config.multi_label else "single_label"
-
-
-def check_labels(model_labels: list[str], data_labels: list[str], checkpoint: str, dataset: str) -> None:
-    """Raise `LabelMismatchError` listing both label sets unless they are equal, order included."""
-    if list(model_labels) != list(data_labels):
-        raise LabelMismatchError(f"the classes of {checkpoint} and of {dataset} differ (names and order must match): "
-                                 f"checkpoint {list(model_labels)}, data set {list(data_labels)}")
 
 
 def collect_logits(

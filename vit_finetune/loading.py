@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
+from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig, read_preprocess
 from vit_finetune.modeling.convert import CheckpointError
 from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
 from vit_finetune.modeling.model import ImageClassifier
@@ -50,10 +50,10 @@ class LoadedModel:
 def load_for_inference(name_or_dir: str | Path) -> LoadedModel:
     """Load the model, preprocessing settings and (if recorded) run config of a folder or hub id."""
     model_dir = find_model_dir(name_or_dir)
-    processor = PreprocessConfig.from_pretrained(model_dir) if (model_dir / PROCESSOR_FILE).is_file() else None
+    processor = read_preprocess(model_dir) if (model_dir / PROCESSOR_FILE).is_file() else None
     # at the processor's input size: DINOv2 checkpoints store positions for 518 px and crop 224
     model = load_classifier(model_dir, image_size=processor.square_output_size() if processor else None)
-    return LoadedModel(model=model, preprocess=processor or default_preprocess(model_dir, model),
+    return LoadedModel(model=model, preprocess=checked_preprocess(model_dir, processor, model),
                        run_config=read_resolved_config(model_dir), model_dir=model_dir)
 
 
@@ -69,11 +69,18 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
         raise CheckpointError(message) from None
 
 
-def default_preprocess(model_dir: Path, model: ImageClassifier) -> PreprocessConfig:
-    """For a folder without `preprocessor_config.json`: the defaults at the model's resolution."""
+def checked_preprocess(model_dir: Path, processor: PreprocessConfig | None, model: ImageClassifier) -> PreprocessConfig:
+    """The folder's processor, whose output size must be the model's; without one, the defaults at the model's
+    resolution."""
     size = model.config.encoder.image_size
-    logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
-    return PreprocessConfig(height=size, width=size)
+    if processor is None:
+        logger.warning("%s has no %s: resizing to %dx%d with mean = std = 0.5", model_dir, PROCESSOR_FILE, size, size)
+        return PreprocessConfig(height=size, width=size)
+    output = processor.fixed_output_size
+    if output is not None and output != (size, size):
+        raise CheckpointError(f"{model_dir / PROCESSOR_FILE}: gives {output[0]}x{output[1]} px inputs, but the model "
+                              f"takes {size}x{size} px (config.json image_size)")
+    return processor
 
 
 @contextlib.contextmanager

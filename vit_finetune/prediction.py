@@ -10,7 +10,10 @@ and the labels at or above `threshold`.
 
 Each file is opened with `data.images.open_image` (format allow-list, decompression-bomb check,
 eager decode, EXIF rotation, any mode -> RGB) and preprocessed with `data.preprocess.preprocess_images`,
-the same numbers the evaluation / training path gives an image of the data set. A file that cannot
+the same numbers the evaluation / training path gives an image of the data set. Memory stays bounded on
+huge images: one over `LARGE_IMAGE_PIXELS` (16.8 MP) is decoded at a reduced size, no smaller than twice
+the model's resize (its numbers then differ slightly from a full-size decode), and a batch holds at most
+`MAX_BATCH_PIXELS` decoded pixels. A file that cannot
 be read becomes an `ImageFileError` (file + reason) in `PredictionRun.errors`; the other files are
 still predicted. Imports stay light: no `datasets`, Trainer, `evaluate` or matplotlib.
 """
@@ -19,18 +22,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from PIL import Image
 
-from vit_finetune.data.images import ImageFileError, open_image
-from vit_finetune.data.preprocess import preprocess_images
+from vit_finetune.data.images import LARGE_IMAGE_PIXELS, ImageFileError, open_image
+from vit_finetune.data.preprocess import PreprocessConfig, preprocess_images
 from vit_finetune.loading import LoadedModel, forward_logits
 from vit_finetune.multi_label import DEFAULT_THRESHOLD
 from vit_finetune.precision import compute_device, resolve_precision
 
 DEFAULT_BATCH_SIZE = 32
+MAX_BATCH_PIXELS = LARGE_IMAGE_PIXELS  # decoded pixels one batch holds (uint8; the float copies are per image)
 
 
 @dataclass
@@ -92,39 +96,47 @@ def predict_files(
     loaded.model.to(compute_device())
     precision = resolve_precision(precision, "--precision")
     run = PredictionRun()
-    for start in range(0, len(paths), batch_size):
-        opened, errors = open_image_files(paths[start : start + batch_size])
-        run.errors += errors
-        if opened:
-            logits = classify_images(loaded, [image for _, image in opened], precision)  # (B, num_labels)
-            if loaded.model.config.multi_label:
-                run.predictions += [make_multi_label_prediction(path, row, loaded.label_names, threshold)
-                                    for (path, _), row in zip(opened, logits)]
-            else:
-                run.predictions += [make_prediction(path, row, loaded.label_names, top_k)
-                                    for (path, _), row in zip(opened, logits)]
+    for opened in image_batches(paths, batch_size, loaded.preprocess, run.errors):
+        logits = classify_images(loaded, [image for _, image in opened], precision)  # (B, num_labels)
+        if loaded.model.config.multi_label:
+            run.predictions += [make_multi_label_prediction(path, row, loaded.label_names, threshold)
+                                for (path, _), row in zip(opened, logits)]
+        else:
+            run.predictions += [make_prediction(path, row, loaded.label_names, top_k)
+                                for (path, _), row in zip(opened, logits)]
     return run
 
 
-def open_image_files(paths: Sequence[str | Path]) -> tuple[list[tuple[str, Image.Image]], list[ImageFileError]]:
-    """(path, RGB image) of the readable files in order, and an `ImageFileError` for each of the others."""
-    images, errors = [], []
+def image_batches(paths: Sequence[str | Path], batch_size: int, preprocess: PreprocessConfig,
+                  errors: list[ImageFileError]) -> Iterator[list[tuple[str, Image.Image]]]:
+    """(path, RGB image) of the readable files in order, opened one at a time into batches of at most `batch_size`
+    images and `MAX_BATCH_PIXELS` decoded pixels (a larger image alone); an `ImageFileError` for each other file
+    goes to `errors`. Images over `LARGE_IMAGE_PIXELS` are decoded at a reduced size (`open_image`)."""
+    batch, pixels = [], 0
     for path in paths:
         try:
-            images.append((str(path), open_image_file(path)))
+            image = open_image_file(path, preprocess)
         except ImageFileError as err:
             errors.append(err)
-    return images, errors
+            continue
+        if batch and (len(batch) == batch_size or pixels + image.width * image.height > MAX_BATCH_PIXELS):
+            yield batch
+            batch, pixels = [], 0
+        batch.append((str(path), image))
+        pixels += image.width * image.height
+    if batch:
+        yield batch
 
 
-def open_image_file(path: str | Path) -> Image.Image:
-    """`open_image` with plain reasons for a directory or an empty file."""
+def open_image_file(path: str | Path, preprocess: PreprocessConfig | None = None) -> Image.Image:
+    """`open_image` with plain reasons for a directory or an empty file; a large image is decoded at a reduced
+    size when `preprocess` resizes it (see `open_image`)."""
     path = Path(path)
     if path.is_dir():
         raise ImageFileError(str(path), "is a directory, not an image file")
     if path.is_file() and path.stat().st_size == 0:
         raise ImageFileError(str(path), "empty file (0 bytes)")
-    return open_image(path)
+    return open_image(path, reduce_for=preprocess.resized_size if preprocess and preprocess.do_resize else None)
 
 
 def classify_images(loaded: LoadedModel, images: list[Image.Image], precision: str = "fp32") -> torch.Tensor:

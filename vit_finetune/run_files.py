@@ -12,15 +12,33 @@ importing anything from `training/`.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vit_finetune.typed import ConfigError
+from vit_finetune.yaml_config import load_yaml
+
 RESOLVED_CONFIG = "run_config.yaml"
 METRICS = "metrics.json"
 TRAINER_LOG = "trainer_log.json"
 CURVES = "training_curves.png"
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Refuse (`ConfigError` naming `setting`) an output folder this process cannot create or write files in,
+    before any work whose results would then be lost. Probes with a nameless temporary file in the folder, or in
+    its nearest existing parent when it does not exist yet: nothing is left behind, not even the folder."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:  # EACCES, EROFS, ENOTDIR (a file on the way), ENOSPC, ...
+        raise ConfigError(f"{setting} {folder}: not writable ({err.strerror or err}: {existing})") from None
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -40,5 +58,5 @@ def read_resolved_config(model_dir: Path) -> dict[str, Any] | None:
     for folder in (model_dir, model_dir.parent):
         path = folder / RESOLVED_CONFIG
         if path.is_file():
-            return yaml.safe_load(path.read_text())
+            return load_yaml(path.read_text(), str(path))
     return None

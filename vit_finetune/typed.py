@@ -7,8 +7,11 @@ string) are accepted where a number is expected.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
+import math
+import reprlib
 import types
 import typing
 from typing import Any, Literal, Mapping
@@ -16,6 +19,17 @@ from typing import Any, Literal, Mapping
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range."""
+
+
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 80, 80, 40
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = 6
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut short (about 80 characters per item, 6 items per level, 3 levels): an error message
+    stays one readable line whatever the value, even one that aliases expanded to billions of items."""
+    return _SHORT.repr(value)
 
 
 def build_dataclass(cls: type, mapping: Mapping[str, Any] | None, where: str) -> Any:
@@ -79,7 +93,7 @@ def _coerce_union(value: Any, options: tuple, where: str) -> Any:
 
 def _coerce_literal(value: Any, choices: tuple, where: str) -> Any:
     if value not in choices:
-        raise ConfigError(f"{where}: must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {list(choices)}, got {shown(value)}")
     return value
 
 
@@ -88,13 +102,13 @@ def _coerce_enum(value: Any, enum_cls: type, where: str) -> Any:
     if value is False and "no" in allowed:  # YAML 1.1 reads a bare `no` (eval_strategy: no) as false
         return "no"
     if value not in allowed:
-        raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {allowed}, got {shown(value)}")
     return value
 
 
 def _coerce_sequence(value: Any, origin: type, args: tuple, where: str) -> Any:
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{where}: expected a list, got {value!r}")
+        raise ConfigError(f"{where}: expected a list, got {shown(value)}")
     if origin is tuple and args and args[-1] is not Ellipsis:
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
@@ -110,7 +124,7 @@ def _coerce_scalar(value: Any, annotation: type, where: str) -> Any:
         return _expect(value, bool, where)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
         return value
     if annotation is float:
         return _to_float(value, where)
@@ -120,19 +134,22 @@ def _coerce_scalar(value: Any, annotation: type, where: str) -> Any:
 
 
 def _to_float(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{where}: expected a number, got {value!r}")
+    """A finite float: NaN and inf (YAML `.nan`, `.inf`, or the strings) are refused here, since no setting
+    means anything with them and a learning rate of inf trains silently into NaN weights."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
+        raise ConfigError(f"{where}: expected a number, got {shown(value)}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: must be a finite number, got {shown(value)}")
+    return number
 
 
 def _expect(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {shown(value)}")
     return value

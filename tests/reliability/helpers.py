@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import builtins
 import copy
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +99,32 @@ class CreatesMarker:
 
     def __reduce__(self):
         return builtins.open, (self.marker, "w")
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def command_env() -> dict[str, str]:
+    """The environment of a command run in a fresh process: offline, this checkout first on the path."""
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def command_line(script: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / script), *args]
+
+
+def run_command(script: str, *args: str, timeout: float = 120, **popen: Any) -> subprocess.CompletedProcess:
+    """`python scripts/SCRIPT ARGS` in a fresh process.
+
+    A hang fails the calling test at `timeout` instead of blocking the suite; a crash of the interpreter
+    (a segfault: returncode -11) cannot take pytest down with it.
+    """
+    return subprocess.run(command_line(script, *args), capture_output=True, text=True, timeout=timeout,
+                          env=command_env(), **popen)
+
+
+def train_subprocess(tree: dict, config: Path, *overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`train.py --config CONFIG OVERRIDES` in a fresh process."""
+    config.write_text(yaml.safe_dump(tree))
+    return run_command("train.py", "--config", str(config), *overrides, timeout=timeout)

@@ -60,6 +60,19 @@ BAD_CONFIGS = {
     "override value": ({}, ["training.learning_rate=abc"], "training.learning_rate"),
     "override syntax": ({}, ["nonsense"], "override 'nonsense': expected section.key=value"),
     "override into scalar": ({"training": {"seed": 1}}, ["training.seed.x=1"], "seed is not a section"),
+    "override python tag": ({}, ["training.seed=!!python/object/apply:os.system [true]"],
+                            "override 'training.seed=!!python/object/apply:os.system"),
+    "override malformed": ({}, ["training.seed=[1, 2"], "override 'training.seed=[1, 2': not valid YAML"),
+    "learning rate nan": ({"training": {"learning_rate": float("nan")}}, [],
+                          "training.learning_rate: must be a finite number, got nan"),
+    "learning rate inf": ({}, ["training.learning_rate=.inf"], "training.learning_rate: must be a finite number"),
+    "learning rate 'inf'": ({}, ["training.learning_rate=inf"], "training.learning_rate: must be a finite number"),
+    "weight decay inf": ({"training": {"weight_decay": float("inf")}}, [],
+                         "training.weight_decay: must be a finite number, got inf"),
+    "weight decay nan": ({}, ["training.weight_decay=nan"], "training.weight_decay: must be a finite number"),
+    "warmup ratio nan": ({"training": {"warmup_ratio": float("nan")}}, [],
+                         "training.warmup_ratio: must be a finite number"),
+    "warmup steps inf": ({"training": {"warmup_steps": float("inf")}}, [], "training.warmup_steps"),
 }
 
 
@@ -131,6 +144,10 @@ def _no_train_split(root):  # (a data set with only a train split gets its test 
     shutil.rmtree(root / "train")
 
 
+def _symlink_loop(root):  # open() fails with ELOOP
+    (root / "train" / "red" / "loop.jpg").symlink_to("loop.jpg")
+
+
 def _empty_directory(root):
     shutil.rmtree(root)
     root.mkdir()
@@ -143,6 +160,7 @@ BAD_DATA = {
     "empty class folder": (_empty_class_folder, "blue: class folder has no images"),
     "label mismatch": (_class_only_in_train, "classes differ between train"),
     "unreadable image": (_unreadable_image, "1 unreadable image(s)"),
+    "symlink loop": (_symlink_loop, "1 unreadable image(s)"),
     "single class": (_single_class, "a classifier needs at least 2 classes, found ['red']"),
     "empty test split": (_empty_test_split, "an empty split?"),
 }

@@ -8,29 +8,30 @@ import sys
 import pytest
 import torch
 
+from train_helpers import weights
 from vit_finetune.commands import EXIT_NON_FINITE_LOSS, EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR
 from vit_finetune.config import load_run_config, run_config_from_dict
-from vit_finetune.training.checkpoints import LOCK_FILE
+from vit_finetune.training.checkpoints import LOCK_FILE, missing_checkpoint_files
 from vit_finetune.training.lock import OutputDirLockedError, output_dir_lock
 from vit_finetune.training.run import build_training_arguments
 from vit_finetune.training.trainer import ClassifierTrainer
 
-from .helpers import (STEPS_PER_EPOCH, checkpoint_steps, copy_checkpoint, file_bytes, message_line,
-                      run_tree, train_cli, train_tree)
+from .helpers import checkpoint_steps, message_line, run_tree, train_cli, train_tree
 
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
 
 
-def test_non_finite_loss_exits_3_naming_the_step_and_keeps_the_last_checkpoint(reference, data_dir, tmp_path, capsys):
+def test_non_finite_loss_exits_3_naming_the_step_and_keeps_the_last_checkpoint(data_dir, tmp_path, capsys):
+    """Step 1's update leaves finite but huge weights (saved as checkpoint-1), whose loss at step 2 is NaN."""
     output_dir = tmp_path / "run"
-    last_good = copy_checkpoint(reference / f"checkpoint-{STEPS_PER_EPOCH}", output_dir)
-    before = file_bytes(last_good)
     tree = run_tree(data_dir, output_dir, num_train_epochs=3, learning_rate=1e6, max_grad_norm=0.0,
-                    lr_scheduler_type="constant", overwrite_output_dir=True, load_best_model_at_end=False)
+                    lr_scheduler_type="constant", save_strategy="steps", save_steps=1, eval_strategy="no",
+                    load_best_model_at_end=False)
     assert train_cli(tree, tmp_path / "nan.yaml") == EXIT_NON_FINITE_LOSS
     last_line = message_line(capsys.readouterr().err)
-    assert last_line.startswith("error: non-finite loss at step ") and last_line.split()[5].isdigit()
-    assert file_bytes(last_good) == before and checkpoint_steps(output_dir) == [STEPS_PER_EPOCH]
+    assert last_line.startswith("error: non-finite loss at step 2 ") and "last good checkpoint" in last_line
+    assert checkpoint_steps(output_dir) == [1] and missing_checkpoint_files(output_dir / "checkpoint-1") == []
+    assert all(torch.isfinite(tensor).all() for tensor in weights(output_dir / "checkpoint-1").values())
     assert not (output_dir / LOCK_FILE).exists()
 
 
@@ -44,6 +45,22 @@ def test_out_of_memory_exits_4_naming_the_batch_size_key(data_dir, tmp_path, mon
     last_line = message_line(capsys.readouterr().err)
     assert last_line.startswith("error: out of memory at training.per_device_train_batch_size=8 ")
     assert "training.auto_find_batch_size=true" in last_line and CUDA_OOM in last_line
+
+
+def test_cpu_allocator_failure_exits_4_naming_the_batch_size_key(data_dir, tmp_path, monkeypatch, capsys):
+    """The CPU allocator raises a plain RuntimeError, not torch.OutOfMemoryError; here a real one, from asking it
+    for 2^60 bytes inside the training step."""
+    step = ClassifierTrainer.training_step
+
+    def allocate_too_much(self, model, inputs, num_items_in_batch=None):
+        torch.empty(1 << 60, dtype=torch.uint8)
+        return step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ClassifierTrainer, "training_step", allocate_too_much)
+    assert train_cli(run_tree(data_dir, tmp_path / "run", max_steps=2), tmp_path / "oom.yaml") == EXIT_OUT_OF_MEMORY
+    last_line = message_line(capsys.readouterr().err)
+    assert last_line.startswith("error: out of memory at training.per_device_train_batch_size=8 ")
+    assert "DefaultCPUAllocator: can't allocate memory" in last_line
 
 
 def test_auto_find_batch_size_passes_through_the_config(tmp_path):

@@ -6,7 +6,7 @@ import logging
 import sys
 from typing import Callable
 
-EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image, or output_dir in use: the message names the culprit
+EXIT_USER_ERROR = 2  # bad config, data, checkpoint or image, output_dir in use or full: the message names the culprit
 EXIT_NON_FINITE_LOSS = 3  # the message names the step; the last good checkpoint is untouched
 EXIT_OUT_OF_MEMORY = 4  # the message names training.per_device_train_batch_size
 EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C); during training a checkpoint was saved first
@@ -19,9 +19,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from vit_finetune.data.images import ImageFileError
     from vit_finetune.modeling.convert import CheckpointError
     from vit_finetune.training.checkpoints import ResumeError
+    from vit_finetune.training.durable_writes import DiskFullError
     from vit_finetune.typed import ConfigError
 
-    return (ConfigError, DataError, ImageFileError, CheckpointError, ResumeError, FileNotFoundError)
+    return (ConfigError, DataError, ImageFileError, CheckpointError, ResumeError, DiskFullError, FileNotFoundError)
 
 
 def run_guarded(body: Callable[[], int]) -> int:
@@ -32,24 +33,34 @@ def run_guarded(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as err:
+    except documented_errors() as err:  # anything else is a bug: its traceback propagates
         status = exit_status(err)
-        if status is None:
-            raise
         print(f"{'interrupted' if status >= 128 else 'error'}: {err}", file=sys.stderr)
         return status
 
 
-def exit_status(err: Exception) -> int | None:
-    """The documented exit status for `err`, or None for a bug (which then propagates)."""
+def run_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that end a run with their own status: interrupted (128 + signal), non-finite loss or weights
+    (3), out of memory (4)."""
     from vit_finetune.training.signals import TrainingInterrupted
     from vit_finetune.training.trainer import NonFiniteLossError, TrainingOutOfMemoryError
 
-    if isinstance(err, TrainingInterrupted):
+    return (TrainingInterrupted, NonFiniteLossError, TrainingOutOfMemoryError)
+
+
+def documented_errors() -> tuple[type[BaseException], ...]:
+    """Every exception the command line turns into one message line and a documented exit status."""
+    return run_errors() + user_errors()
+
+
+def exit_status(err: BaseException) -> int | None:
+    """The documented exit status for `err`, or None for a bug (which then propagates)."""
+    interrupted, non_finite, out_of_memory = run_errors()
+    if isinstance(err, interrupted):
         return err.exit_status
-    if isinstance(err, NonFiniteLossError):
+    if isinstance(err, non_finite):
         return EXIT_NON_FINITE_LOSS
-    if isinstance(err, TrainingOutOfMemoryError):
+    if isinstance(err, out_of_memory):
         return EXIT_OUT_OF_MEMORY
     if isinstance(err, user_errors()):
         return EXIT_USER_ERROR

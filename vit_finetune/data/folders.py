@@ -95,6 +95,15 @@ def _files_fingerprint(paths: list[Path], labels: list[int]) -> str:
     """Hash of every file's path, size, mtime and label: any change to the tree changes it."""
     digest = hashlib.sha256()
     for path, label in zip(paths, labels):
-        stat = path.stat()
+        stat = _stat(path)
         digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\t{label}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def _stat(path: Path) -> os.stat_result:
+    """The file's status; the link's own for a symlink that cannot be followed (a loop, a dangling link), which
+    the decode step then reports as an unreadable image."""
+    try:
+        return path.stat()
+    except OSError:
+        return path.lstat()

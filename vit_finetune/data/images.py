@@ -1,9 +1,11 @@
 """Safe image opening and conversion of any PIL mode to 8-bit RGB.
 
-`open_image` refuses, with one `ImageFileError` line naming the file and the reason: formats outside
-`ALLOWED_FORMATS` (whatever the file extension says), decompression bombs (declared size checked
-before decoding), and truncated or corrupt files (pixels are decoded eagerly with `.load()`;
-`ImageFile.LOAD_TRUNCATED_IMAGES` is never set). EXIF orientation is applied.
+`open_image` refuses, with one `ImageFileError` line naming the file and the reason: anything but a
+regular file (a FIFO named `x.jpg` would block the reader forever; `open_regular_file` opens without
+blocking and checks what it opened), formats outside `ALLOWED_FORMATS` (whatever the file extension
+says), decompression bombs (declared size checked before decoding), and truncated or corrupt files
+(pixels are decoded eagerly with `.load()`; `ImageFile.LOAD_TRUNCATED_IMAGES` is never set). EXIF
+orientation is applied.
 
 Mode rules of `to_rgb`: alpha (RGBA, LA, PA, palette with transparency) is composited on white;
 grayscale, palette, CMYK, YCbCr, ... use PIL's conversion; 16-bit (`I;16*`) and 32-bit `I` are
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import stat
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,6 +28,9 @@ from PIL import Image, ImageOps
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own bomb threshold (Image.MAX_IMAGE_PIXELS), not overridable by it
+LARGE_IMAGE_PIXELS = 4096 * 4096  # above this, `open_image(..., reduce_for=...)` decodes at a reduced size
+REDUCIBLE_MODES = ("L", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")  # modes `Image.reduce` supports
+ResizeTarget = Callable[[int, int], tuple[int, int]]  # (height, width) -> (h, w) after the resize step
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -36,22 +43,34 @@ class ImageFileError(ValueError):
         self.name, self.reason = name, reason
 
 
-def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image."""
+def open_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_IMAGE_PIXELS,
+               reduce_for: ResizeTarget | None = None) -> Image.Image:
+    """Open, fully decode and convert an image file (path or encoded bytes) to an RGB PIL image.
+
+    With `reduce_for` (the (h, w) a resize makes of an image of (height, width)), an image over
+    `LARGE_IMAGE_PIXELS` is decoded at no less than twice that size per side, not at full size: a JPEG by
+    DCT scaling (`draft`: the full size is never decoded), another format decoded and then shrunk by a whole
+    factor (`reduce`, a box filter). Smaller images are decoded as they are.
+    """
     with checked_image(source, name, max_pixels) as image:
+        floor = reduced_side(image.size, reduce_for)
+        if floor and image.format == "JPEG":
+            image.draft(image.mode, (floor, floor))
         image.load()
+        image = _reduced(image, min(image.size) // floor) if floor else image  # before anything copies it
         return to_rgb(ImageOps.exif_transpose(image))
 
 
 @contextlib.contextmanager
 def checked_image(source: str | Path | bytes, name: str | None = None,
                   max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Image.Image]:
-    """The opened, not yet decoded image, its format and declared size checked; any error inside the
-    block (decoding it, e.g. after `draft`) becomes an `ImageFileError` naming the file."""
+    """The opened, not yet decoded image (a path only if it is a regular file), its format and declared
+    size checked; any error inside the block (decoding it, e.g. after `draft`) becomes an `ImageFileError`
+    naming the file."""
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    stream = io.BytesIO(source) if isinstance(source, bytes) else open_regular_file(source, name)
     try:
-        with Image.open(stream, formats=ALLOWED_FORMATS) as image:
+        with stream, Image.open(stream, formats=ALLOWED_FORMATS) as image:
             _check_size(image, max_pixels, name)
             yield image
     except ImageFileError:
@@ -64,6 +83,47 @@ def checked_image(source: str | Path | bytes, name: str | None = None,
         raise ImageFileError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageFileError(name, f"corrupt or truncated image ({_one_line(err)})") from None
+
+
+def reduced_side(size: tuple[int, int], reduce_for: ResizeTarget | None) -> int | None:
+    """The shortest side to decode an image of `size` (w, h) at (twice the largest side its resize gives, in
+    either EXIF orientation), or None to decode it at full size."""
+    width, height = size
+    if reduce_for is None or width * height <= LARGE_IMAGE_PIXELS:
+        return None
+    return 2 * max(*reduce_for(height, width), *reduce_for(width, height))
+
+
+def _reduced(image: Image.Image, factor: int) -> Image.Image:
+    """`image` shrunk by a whole `factor` (box filter); modes `reduce` cannot handle are made RGB first."""
+    if factor < 2:
+        return image
+    return (image if image.mode in REDUCIBLE_MODES else to_rgb(image)).reduce(factor)
+
+
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def open_regular_file(path: str | Path, name: str | None = None) -> BinaryIO:
+    """Open `path` for reading if it is a regular file (symlinks followed); else an `ImageFileError`.
+
+    The file is opened non-blocking, so a FIFO without a writer cannot hang the caller, and its kind is
+    read from the open descriptor, so it cannot change between the check and the read.
+    """
+    name = name or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ImageFileError(name, "file not found") from None
+    except OSError as err:
+        raise ImageFileError(name, f"cannot open ({err.strerror})") from None
+    kind = stat.S_IFMT(os.fstat(fd).st_mode)
+    if kind != stat.S_IFREG:
+        os.close(fd)
+        raise ImageFileError(name, f"not a regular file ({FILE_KINDS.get(kind, 'of another kind')})")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _check_size(image: Image.Image, max_pixels: int, name: str) -> None:

@@ -27,8 +27,10 @@ import PIL
 from PIL import Image
 
 from . import fast_resize, pil_resample
+from .errors import DataError
 
 PROCESSOR_FILE = "preprocessor_config.json"
+MAX_SIDE = 4096  # px: the largest height, width, shortest edge or crop size a processor config may ask for
 PIL_MAJOR = int(PIL.__version__.split(".")[0])
 # PIL resample codes (what preprocessor_config.json stores) <-> the torch modes that reproduce them.
 PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
@@ -47,7 +49,7 @@ class PreprocessConfig:
 
     Output size: `height` x `width`, or (when `shortest_edge` is set) the shorter side scaled to
     `shortest_edge` keeping the aspect ratio; then an optional centre crop to `crop_height` x
-    `crop_width`. The defaults (224 px, bilinear, mean = std = 0.5) serve only models trained
+    `crop_width`. Each size is at most `MAX_SIDE` px (a config asking for more would only allocate). The defaults (224 px, bilinear, mean = std = 0.5) serve only models trained
     from scratch; pretrained checkpoints bring their own.
     """
 
@@ -79,6 +81,10 @@ class PreprocessConfig:
                              f"got {self.processor_type!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError(f"preprocess.image_mean/image_std: need 3 values, std > 0, got {self.image_mean}, {self.image_std}")
+        sides = [side for side in (self.height, self.width, self.shortest_edge, self.crop_height, self.crop_width)
+                 if side is not None]
+        if any(type(side) is not int or not 0 < side <= MAX_SIDE for side in sides):
+            raise ValueError(f"preprocess sizes: each must be a whole number of 1 to {MAX_SIDE} px, got {sides}")
 
     # ---- sizes -------------------------------------------------------------------------------
 
@@ -104,13 +110,19 @@ class PreprocessConfig:
             return self.crop_height, self.crop_width
         return self.resized_size(height, width)
 
+    @property
+    def fixed_output_size(self) -> tuple[int, int] | None:
+        """(h, w) of the model input whatever the image's size, or None when it follows the image."""
+        if self.do_center_crop:
+            return self.crop_height, self.crop_width
+        if self.do_resize and self.shortest_edge is None:
+            return self.height, self.width
+        return None
+
     def square_output_size(self) -> int | None:
         """The side of the model input when every image becomes the same square, else None."""
-        if self.do_center_crop:
-            return self.crop_height if self.crop_height == self.crop_width else None
-        if self.do_resize and self.shortest_edge is None and self.height == self.width:
-            return self.height
-        return None
+        size = self.fixed_output_size
+        return size[0] if size is not None and size[0] == size[1] else None
 
     def at_resolution(self, image_size: int) -> "PreprocessConfig":
         """The same steps for a model input of `image_size` px (fine-tuning at another resolution, e.g.
@@ -331,6 +343,16 @@ def pil_to_pixels(image: Image.Image, resize_to: PreprocessConfig | None = None)
     if resize_to is not None:
         pixels = resize_batch(pixels.unsqueeze(0), resize_to)[0].contiguous()
     return pixels
+
+
+def read_preprocess(model_dir: Path) -> PreprocessConfig:
+    """A model folder's `preprocessor_config.json`; one this project cannot read is a `DataError` naming it."""
+    try:
+        return PreprocessConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise DataError(f"{model_dir / PROCESSOR_FILE}: not an image processor config this project "
+                        f"reads: {reason}") from None
 
 
 def preprocess_images(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:

@@ -42,7 +42,7 @@ from .augment import augment_batch
 from .collate import AT_MODEL_SIZE
 from .config import AugmentConfig, DataConfig
 from .errors import DataError
-from .images import ImageFileError, open_image
+from .images import ImageFileError, open_image, open_regular_file
 from .labels import LabelColumn, LabelEncoder, distinct_names, feature_names, find_label_column, multi_hot
 from .layouts import RawSplit, Roles, assign_roles, load_raw
 from .pixel_store import PixelStore
@@ -365,10 +365,9 @@ def decoded_at_model_size(rows: datasets.Dataset) -> bool:
 
 
 def decoded_size(resize_to: PreprocessConfig, split: str) -> tuple[int, int]:
-    if resize_to.do_center_crop:
-        return resize_to.crop_height, resize_to.crop_width
-    if resize_to.do_resize and resize_to.shortest_edge is None:
-        return resize_to.height, resize_to.width
+    """(h, w) of images decoded at the model's size; a `DataError` when the processor gives none."""
+    if resize_to.fixed_output_size is not None:
+        return resize_to.fixed_output_size
     raise DataError(f"{split}: images differ in size and the processor gives no fixed output size "
                     "(set height/width or a centre crop)")
 
@@ -423,7 +422,8 @@ def uniform_size(rows: datasets.Dataset) -> tuple[int, int] | None:
 
 def _header_size(name: str, data: str | bytes) -> tuple[int, int] | None:
     try:
-        with Image.open(data if isinstance(data, str) else io.BytesIO(data)) as image:
+        stream = open_regular_file(data, name) if isinstance(data, str) else io.BytesIO(data)
+        with stream, Image.open(stream) as image:
             width, height = image.size
         return height, width
     except Exception:  # unreadable files are reported by the decode step

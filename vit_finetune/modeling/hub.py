@@ -20,9 +20,11 @@ from typing import Any
 import torch
 import transformers
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .checkpoint_check import check_config_fits_weights
 from .config import COMPOSITE_MODEL_TYPES, ClassifierConfig, Pooling, default_labels
 from .convert import HF_CLASSES, CheckpointError, hf_to_ours, ours_to_hf
 from .model import ImageClassifier, build_uninitialised_classifier, param_group
@@ -57,9 +59,12 @@ def read_config_json(model_dir: Path) -> dict[str, Any]:
     """The parsed `config.json` of a model folder; errors name the file."""
     path = model_dir / "config.json"
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: cannot read model config: {err}") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object of config fields, got {type(config).__name__}")
+    return config
 
 
 def find_weights_file(model_dir: Path) -> Path:
@@ -133,6 +138,7 @@ def _read_checkpoint(model_dir: Path, weights_file: Path) -> tuple[ClassifierCon
     raw_config = read_config_json(model_dir)
     stored = _stored_config(raw_config, model_dir / "config.json")
     state = read_state_dict(weights_file)
+    check_config_fits_weights(stored, state, model_dir / "config.json", weights_file)
     if raw_config.get("format") == PROJECT_FORMAT:
         return stored, state
     try:
@@ -147,8 +153,8 @@ def _stored_config(raw_config: dict[str, Any], path: Path) -> ClassifierConfig:
         if raw_config.get("format") == PROJECT_FORMAT:
             return ClassifierConfig.from_dict({k: v for k, v in raw_config.items() if k != "format"})
         return ClassifierConfig.from_hf_config(raw_config)
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a model config this project reads: {err}") from None
+    except (KeyError, TypeError, ValueError, StrictDataclassError) as err:  # the last: transformers' config classes
+        raise CheckpointError(f"{path}: not a model config this project reads: {' '.join(str(err).split())}") from None
 
 
 def _requested_config(

@@ -8,6 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
+from vit_finetune.training.durable_writes import sync_directory, sync_folder
+
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete"  # written last, after every other file of a checkpoint
@@ -71,9 +73,12 @@ def resolve_resume(resume: bool | str, output_dir: Path) -> Path | None:
 def publish_checkpoint(staged: Path, final: Path) -> None:
     """Mark the fully written `staged` folder complete and rename it to `final` (an older `final` is replaced).
 
-    A crash before the rename leaves only the hidden staging folder, which no resume ever reads.
+    A crash before the rename leaves only the hidden staging folder, which no resume ever reads. Every file is
+    flushed to the disk before the rename and the parent folder after it, so that a power loss cannot publish
+    a folder of empty files.
     """
     (staged / COMPLETE_MARKER).write_text("complete\n")
+    sync_folder(staged)
     if final.exists():  # the same step saved again (e.g. interrupt at an epoch end): keep the newer one
         replaced = staged.with_name(f"{staged.name}.replaced")
         os.replace(final, replaced)
@@ -81,6 +86,18 @@ def publish_checkpoint(staged: Path, final: Path) -> None:
         shutil.rmtree(replaced)
     else:
         os.replace(staged, final)
+    sync_directory(final.parent)
+
+
+def remove_earlier_checkpoints(output_dir: Path) -> None:
+    """Delete the `checkpoint-N` folders in `output_dir` (logged): a run that overwrites the folder starts here, so
+    that a later `resume_from_checkpoint=true` resumes only its own checkpoints, never an earlier run's."""
+    earlier = list_checkpoints(output_dir)
+    if earlier:
+        logger.warning("overwrite_output_dir: deleting %d checkpoint(s) of an earlier run in %s: %s", len(earlier),
+                       output_dir, ", ".join(folder.name for folder in earlier))
+    for folder in earlier:
+        shutil.rmtree(folder)
 
 
 def require_directory(output_dir: Path) -> None:

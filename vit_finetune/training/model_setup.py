@@ -9,7 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from vit_finetune.config import ModelSection
-from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig
+from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig, read_preprocess
 from vit_finetune.modeling import ClassifierConfig, EncoderConfig, ImageClassifier, build_classifier, load_classifier
 from vit_finetune.modeling import resolve_model_dir
 from vit_finetune.modeling.config import ARCH_DEFAULTS, AttnImplementation, ProblemType
@@ -29,7 +29,7 @@ def build_preprocess(section: ModelSection) -> PreprocessConfig:
     if not (model_dir / PROCESSOR_FILE).is_file():
         logger.warning("%s has no %s: using model.image_mean/image_std", section.checkpoint, PROCESSOR_FILE)
         return _section_preprocess(section, image_size or EncoderConfig().image_size)
-    preprocess = PreprocessConfig.from_pretrained(model_dir)
+    preprocess = read_preprocess(model_dir)
     return preprocess if image_size is None else preprocess.at_resolution(image_size)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from vit_finetune import run_files
 from vit_finetune.config import RunConfig
@@ -19,11 +20,14 @@ from vit_finetune.data.errors import DataError
 from vit_finetune.data.sources import ImageSplits, apply_train_augmentation, len_or_none, load_splits
 from vit_finetune.precision import compute_device, resolve_precision, trainer_precision_flags
 from vit_finetune.training.arguments import check_supported
-from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
+from vit_finetune.training.checkpoints import (STAGING_DIR, check_output_dir, remove_earlier_checkpoints,
+                                               require_directory, resolve_resume)
 from vit_finetune.training.curves import plot_training_curves
+from vit_finetune.training.durable_writes import disk_full_error, tensor_bytes
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
+from vit_finetune.training.resume_state import check_resume_labels, read_trainer_state, train_or_finish
 from vit_finetune.training.signals import GracefulInterrupt
 from vit_finetune.training.streaming import StreamPosition, is_stream, streaming_arguments
 from vit_finetune.training.tasks import (best_metric_key, check_task_arguments, problem_type, task_arguments,
@@ -34,6 +38,8 @@ from vit_finetune.training.trainer import (ClassifierTrainer, TrainingOutOfMemor
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
+
+CPU_ALLOCATOR_FAILURE = "DefaultCPUAllocator: can't allocate memory"
 
 # Our defaults for TrainingArguments; any key set in the config wins.
 DEFAULT_ARGUMENTS: dict[str, Any] = {
@@ -60,11 +66,13 @@ def train(run: RunConfig) -> TrainResult:
     """Fine-tune (or train from scratch) as `run` says; return the final metrics.
 
     The run holds `output_dir/_lock` throughout (a second run there stops with `OutputDirLockedError`).
-    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device memory
+    SIGINT/SIGTERM save a checkpoint and raise `TrainingInterrupted`; running out of device or CPU memory
     raises `TrainingOutOfMemoryError`; a NaN/inf loss raises `NonFiniteLossError`.
     """
     output_dir = Path(run.training.output_dir)
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun / accelerate: process 0 holds the lock
+    require_directory(output_dir)
+    run_files.check_writable(output_dir, "output_dir")
+    if not is_main_process():  # torchrun / accelerate: process 0 holds the lock
         return _train(run, output_dir)
     with output_dir_lock(output_dir):
         return _train(run, output_dir)
@@ -72,14 +80,19 @@ def train(run: RunConfig) -> TrainResult:
 
 def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
+    if run.training.overwrite_output_dir and run.training.resume_from_checkpoint is False and is_main_process():
+        remove_earlier_checkpoints(output_dir)
     resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
     if resume_from is not None:
         check_resume_pickles(resume_from)
+        read_trainer_state(resume_from)
     args = build_training_arguments(run)  # the final ones once the splits are known
     set_seed(args.seed)
     preprocess = build_preprocess(run.model)
     splits = load_data(run, args, preprocess)
     check_trainable(splits, run.data.dataset)
+    if resume_from is not None:
+        check_resume_labels(resume_from, splits.label_names, run.data.dataset)
     extra = streaming_arguments(args, splits.train, configured_arguments(run)) if is_stream(splits.train) else {}
     args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
     model = build_model(run.model, splits.id2label, preprocess, problem_type(run.data.task))
@@ -106,6 +119,11 @@ def load_data(run: RunConfig, args: TrainingArguments, preprocess) -> ImageSplit
         return load_splits(run.data, seed=args.seed, preprocess=preprocess)
 
 
+def is_main_process() -> bool:
+    """Process 0 of a torchrun / accelerate launch (or the only process), before accelerate is set up."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def check_trainable(splits: ImageSplits, dataset: str) -> None:
     """Refuse data a classifier cannot be trained or tested on: fewer than 2 classes, an empty split."""
     if len(splits.label_names) < 2:
@@ -121,15 +139,37 @@ def fit(trainer: ClassifierTrainer, resume_from: Path | None) -> TrainOutput:
     trainer.add_callback(interrupt)
     try:
         with interrupt.handlers():
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.OutOfMemoryError as err:
-        raise TrainingOutOfMemoryError(
-            f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
-            f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
-            "batch), or on a GPU set training.auto_find_batch_size=true") from err
+            output = train_or_finish(trainer, resume_from)
+    except (RuntimeError, OSError, SafetensorError) as err:  # torch.OutOfMemoryError is a RuntimeError
+        stop = training_stop_error(err, trainer)
+        if stop is None:
+            raise
+        raise stop from err
     step = trainer.state.global_step
     interrupt.raise_if_interrupted(step, str(Path(trainer.args.output_dir) / f"checkpoint-{step}"))
     return output
+
+
+def training_stop_error(err: BaseException, trainer: ClassifierTrainer) -> Exception | None:
+    """The error that ends the run for `err`: out of (device or CPU) memory, or a full disk while a checkpoint was
+    being written (its staging folder exists); None for anything else."""
+    if isinstance(err, RuntimeError) and is_out_of_memory(err):
+        return TrainingOutOfMemoryError(
+            f"out of memory at training.per_device_train_batch_size={trainer.args.per_device_train_batch_size} "
+            f"({first_line(err)}): lower it (raise training.gradient_accumulation_steps to keep the effective "
+            "batch), or on a GPU set training.auto_find_batch_size=true")
+    output_dir = Path(trainer.args.output_dir)
+    staged = sorted((output_dir / STAGING_DIR).glob(f"{PREFIX_CHECKPOINT_DIR}-*"))
+    if not staged:
+        return None
+    optimizer_state = trainer.optimizer.state if trainer.optimizer is not None else {}
+    return disk_full_error(err, staged[0].name, output_dir, tensor_bytes(trainer.model, optimizer_state))
+
+
+def is_out_of_memory(err: RuntimeError) -> bool:
+    """A GPU's `torch.OutOfMemoryError`, or the CPU allocator's failure, which torch raises as a plain
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory")."""
+    return isinstance(err, torch.OutOfMemoryError) or CPU_ALLOCATOR_FAILURE in str(err)
 
 
 def configured_arguments(run: RunConfig) -> dict[str, Any]:
@@ -184,4 +224,10 @@ def save_run(trainer: ClassifierTrainer, output_dir: Path, run: RunConfig, metri
     run_files.write_json(output_dir / run_files.TRAINER_LOG, trainer.state.log_history)
     plot_training_curves(trainer.state.log_history, output_dir / run_files.CURVES)
     write_model_card(output_dir, run, trainer.args, trainer.model.config, metrics, trainer.state.log_history)
-    trainer.save_model(str(output_dir))
+    try:
+        trainer.save_model(str(output_dir))
+    except (OSError, SafetensorError) as err:
+        full = disk_full_error(err, "the final model", output_dir, tensor_bytes(trainer.model))
+        if full is None:
+            raise
+        raise full from err

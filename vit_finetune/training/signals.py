@@ -5,6 +5,11 @@ The handler only records the signal; `GracefulInterrupt` (a `TrainerCallback`) t
 `TrainingInterrupted`, which the command line turns into exit status 128 + signal number (130 for
 SIGINT, 143 for SIGTERM). A second signal stops at once (`KeyboardInterrupt`, no checkpoint).
 
+Data-loader workers ignore both signals (`workers_ignore_signals`). Service managers (systemd, SLURM,
+Kubernetes) and a terminal's Ctrl-C signal the whole process group; torch's workers die on SIGTERM, and
+the main process then stops at once ("DataLoader worker exited unexpectedly") without a checkpoint.
+Ignoring it leaves the stop to the main process, which saves and shuts its workers down as after any epoch.
+
 In a multi-process run (torchrun, `accelerate launch`) the launcher forwards the signal to every
 process, but each receives it at its own moment, possibly one step apart. The processes therefore
 agree after every step (one all-reduce of the received signal): all stop and save at the same step.
@@ -12,11 +17,14 @@ agree after every step (one all-reduce of the received signal): all stop and sav
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import logging
+import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -25,6 +33,7 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_exit_hook_registered = False
 
 
 class TrainingInterrupted(Exception):
@@ -99,3 +108,33 @@ def signal_of_any_process(signum: int | None, device: torch.device) -> int | Non
 def epoch_complete(state) -> bool:
     """True right after the last optimiser step of an epoch (`state.epoch` is then a whole number)."""
     return state.epoch is not None and float(state.epoch).is_integer()
+
+
+def workers_ignore_signals(init_fn: Callable[[int], None] | None) -> Callable[[int], None]:
+    """A data-loader `worker_init_fn` that makes the worker ignore SIGINT and SIGTERM, then runs `init_fn`.
+
+    The main process stops its workers as usual (a message on their queue), and workers whose main process
+    died exit by themselves (torch's watchdog). Only at interpreter exit, where torch skips that shutdown and
+    multiprocessing terminates its daemonic children with SIGTERM and then waits for them, would a worker that
+    ignores SIGTERM be waited for forever; `_kill_daemonic_children` runs just before and kills them.
+    """
+    global _exit_hook_registered
+    if not _exit_hook_registered:  # atexit runs the newest hook first: before multiprocessing's own
+        atexit.register(_kill_daemonic_children)
+        _exit_hook_registered = True
+    return functools.partial(_ignore_signals_then, init_fn)
+
+
+def _ignore_signals_then(init_fn: Callable[[int], None] | None, worker_id: int) -> None:
+    for signum in HANDLED_SIGNALS:  # after torch set its own worker handlers, before any data is read
+        signal.signal(signum, signal.SIG_IGN)
+    if init_fn is not None:
+        init_fn(worker_id)
+
+
+def _kill_daemonic_children() -> None:
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report them as crashed workers
+    for child in children:
+        child.kill()

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback, TrainingArguments
 
 from vit_finetune.data.streaming import StreamingImageDataset, training_steps
+from vit_finetune.training.signals import workers_ignore_signals
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ def streaming_dataloader(trainer) -> DataLoader:
     loader = DataLoader(dataset, batch_size=args.train_batch_size, collate_fn=trainer.data_collator,
                         num_workers=workers, pin_memory=args.dataloader_pin_memory,
                         persistent_workers=args.dataloader_persistent_workers and workers > 0,
-                        prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None)
+                        prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+                        worker_init_fn=workers_ignore_signals(None))  # a signal is the main process's to handle
     accelerator = trainer.accelerator
     return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0,
                                put_on_device=accelerator.device_placement, dispatch_batches=False,
