@@ -11,6 +11,7 @@ import pytest
 import transformers
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, TrainerState
+from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -29,6 +30,11 @@ OVERRIDDEN = {
     "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/_incomplete"),
     "_load_from_checkpoint": ("(self, resume_from_checkpoint, model=None)", "the strict reload on resume"),
     "_load_best_model": ("(self)", "the strict reload of the best model at the end"),
+    "create_optimizer": ("(self, model=None)", "finetune's parameter groups (weight-decay filter, layer-wise rates)"),
+    "evaluation_loop": ("(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, "
+                        "metric_key_prefix='eval')", "evaluating the EMA weights into the same metrics"),
+    "_determine_best_metric": ("(self, metrics, trial)", "scoring a checkpoint by the better of live and EMA weights"),
+    "_save_checkpoint": ("(self, model, trial)", "writing ema.safetensors into each checkpoint"),
     "create_model_card": ("(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, "
                           "tasks=None, dataset_tags=None, dataset=None, dataset_args=None)",
                           "keeping the run's own model card (README.md) when push_to_hub uploads the folder"),
@@ -41,6 +47,8 @@ CALLED = {
         "(output_dir, save_total_limit=None, best_model_checkpoint=None, use_mtime=False, checkpoint_prefix='checkpoint')"),
     "transformers.trainer_pt_utils.safe_globals": (safe_globals, "()"),
     "TrainerState.save_to_json": (TrainerState.save_to_json, "(self, json_path)"),
+    "Trainer.get_optimizer_cls_and_kwargs": (Trainer.get_optimizer_cls_and_kwargs, "(args, model=None)"),
+    "transformers.trainer_optimizer.is_optimizer_factory": (is_optimizer_factory, "(optimizer_cls_or_factory)"),
 }
 
 

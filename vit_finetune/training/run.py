@@ -21,6 +21,8 @@ from vit_finetune.precision import compute_device, resolve_precision, trainer_pr
 from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
+from vit_finetune.training.finetune import (check_available, checkpoint_files, count_parameters, describe_trainable,
+                                            optimizer_state_size, prepare_model)
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
@@ -69,8 +71,9 @@ def train(run: RunConfig) -> TrainResult:
 
 
 def _train(run: RunConfig, output_dir: Path) -> TrainResult:
+    check_available(run.finetune)
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
-    resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
+    resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir, checkpoint_files(run.finetune))
     if resume_from is not None:
         check_resume_pickles(resume_from)
     args = build_training_arguments(run)
@@ -80,13 +83,17 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     check_trainable(splits, run.data.dataset)
     model = build_model(run.model, splits.id2label)
     choose_attn_implementation(model, run.model, args)
+    model = prepare_model(model, run.finetune)
+    logger.info(describe_trainable(model, run.finetune))
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0): no model selection")
     with tracker_runs(args):
         train_output = fit(trainer, resume_from)
+        final_weights = trainer.use_better_weights()
         test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
-    metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric}
+    metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric,
+               **finetune_metrics(trainer, final_weights)}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
@@ -134,6 +141,16 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
     return args
 
 
+def finetune_metrics(trainer: ClassifierTrainer, final_weights: str) -> dict[str, Any]:
+    """What trained and what it cost (logged too): trainable parameters, optimizer state, live or EMA weights."""
+    trainable, total = count_parameters(trainer.model)
+    elements, size = optimizer_state_size(trainer.optimizer)
+    logger.info("optimizer state: %s elements (%.1f MB) for %s trainable parameters; final weights: %s",
+                f"{elements:,}", size / 1e6, f"{trainable:,}", final_weights)
+    return {"trainable_parameters": trainable, "total_parameters": total, "optimizer_state_elements": elements,
+            "optimizer_state_bytes": size, "final_weights": final_weights}
+
+
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
     """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
     return ClassifierTrainer(
@@ -145,6 +162,7 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
+        finetune=run.finetune,
     )
 
 
