@@ -130,7 +130,8 @@ def describe_trainable(model: nn.Module, config: FinetuneConfig) -> str:
         method = f"freeze (the last {config.trainable_blocks} layers train)"
     elif method == "lora":
         method = f"lora (rank {config.lora.rank} on {', '.join(config.lora.target_modules)})"
-    return f"finetune.method {method}: {trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f} %)"
+    share = 100 * trainable / total
+    return f"finetune.method {method}: {trainable:,} trainable parameters of {total:,} ({share:.2f} %)"
 
 
 def param_groups(model: nn.Module, config: FinetuneConfig, weight_decay: float,
@@ -183,3 +184,13 @@ def optimizer_state_size(optimizer: torch.optim.Optimizer) -> tuple[int, int]:
     """(elements, bytes) of the tensors the optimizer keeps per parameter (moments, step counters)."""
     tensors = [t for state in optimizer.state_dict()["state"].values() for t in state.values() if torch.is_tensor(t)]
     return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
+
+
+def finetune_metrics(model: nn.Module, optimizer: torch.optim.Optimizer, final_weights: str) -> dict:
+    """What trained and what it cost (logged too): trainable parameters, optimizer state, live or EMA weights."""
+    trainable, total = count_parameters(model)
+    elements, size = optimizer_state_size(optimizer)
+    logger.info("optimizer state: %s elements (%.1f MB) for %s trainable parameters; final weights: %s",
+                f"{elements:,}", size / 1e6, f"{trainable:,}", final_weights)
+    return {"trainable_parameters": trainable, "total_parameters": total, "optimizer_state_elements": elements,
+            "optimizer_state_bytes": size, "final_weights": final_weights}

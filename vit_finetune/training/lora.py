@@ -83,9 +83,9 @@ def load_lora_weights(model: nn.Module, folder: Path) -> None:
     saved = _read_adapter(path)
     expected = {key: value.shape for key, value in peft.get_peft_model_state_dict(model).items()}
     if {key: value.shape for key, value in saved.items()} != expected:
+        missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
         raise ResumeError(f"{path}: the adapter does not match the model's LoRA and head parameters (missing "
-                          f"{sorted(expected.keys() - saved.keys())}, unexpected {sorted(saved.keys() - expected.keys())}, "
-                          "or other shapes)")
+                          f"{missing}, unexpected {unexpected}, or other shapes)")
     peft.set_peft_model_state_dict(model, saved)
     _check_merged_weights(model, folder)
 

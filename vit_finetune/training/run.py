@@ -21,8 +21,8 @@ from vit_finetune.precision import compute_device, resolve_precision, trainer_pr
 from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
-from vit_finetune.training.finetune import (check_available, checkpoint_files, count_parameters, describe_trainable,
-                                            optimizer_state_size, prepare_model)
+from vit_finetune.training.finetune import (check_available, checkpoint_files, describe_trainable, finetune_metrics,
+                                            prepare_model)
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
@@ -93,7 +93,7 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
         final_weights = trainer.use_better_weights()
         test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
     metrics = {**train_output.metrics, **test_metrics, "best_validation_accuracy": trainer.state.best_metric,
-               **finetune_metrics(trainer, final_weights)}
+               **finetune_metrics(trainer.model, trainer.optimizer, final_weights)}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
@@ -139,16 +139,6 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
         raise ConfigError(f"{run.source}: training: {err}") from err
     check_supported(args, run)
     return args
-
-
-def finetune_metrics(trainer: ClassifierTrainer, final_weights: str) -> dict[str, Any]:
-    """What trained and what it cost (logged too): trainable parameters, optimizer state, live or EMA weights."""
-    trainable, total = count_parameters(trainer.model)
-    elements, size = optimizer_state_size(trainer.optimizer)
-    logger.info("optimizer state: %s elements (%.1f MB) for %s trainable parameters; final weights: %s",
-                f"{elements:,}", size / 1e6, f"{trainable:,}", final_weights)
-    return {"trainable_parameters": trainable, "total_parameters": total, "optimizer_state_elements": elements,
-            "optimizer_state_bytes": size, "final_weights": final_weights}
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:

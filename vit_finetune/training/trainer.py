@@ -7,7 +7,8 @@ checkpoints in transformers 5 are one such case). Here every checkpoint is a com
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
 adds the non-finite-loss guard; `compute_loss` applies the training-step augmentations (random erasing,
 mixup / cutmix with soft targets); `create_model_card` keeps the run's own model card for the Hub upload.
-These are the only methods overridden; `tests/test_transformers_api.py`
+`FinetuneTrainerMixin` (`finetune_trainer.py`) adds the `finetune:` section's optimizer parameter groups,
+EMA evaluation, selection and checkpoint file. These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
 Atomic checkpoints: the Trainer writes `checkpoint-N` where `_get_output_dir` says, which here is the
@@ -34,7 +35,6 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -42,14 +42,10 @@ from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.config import AugmentConfig
 from vit_finetune.data.mixup import soft_target_cross_entropy
 from vit_finetune.finetune_config import FinetuneConfig
-from vit_finetune.modeling.hub import load_classifier, save_classifier
+from vit_finetune.modeling.hub import load_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
-from vit_finetune.training.ema import (EMA_FILE, EMA_PREFIX, EmaUpdate, ModelEma, better_of_live_and_ema,
-                                       ema_scored_better)
-from vit_finetune.training.finetune import describe_groups, param_groups
-from vit_finetune.training.lora import load_lora_weights, save_lora_model
-from vit_finetune.typed import ConfigError
+from vit_finetune.training.finetune_trainer import FinetuneTrainerMixin
 
 logger = logging.getLogger(__name__)
 RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt")  # besides rng_state*.pth
@@ -63,59 +59,17 @@ class TrainingOutOfMemoryError(RuntimeError):
     """The device ran out of memory while training; the message names the batch-size key."""
 
 
-class ClassifierTrainer(Trainer):
-    """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard."""
+class ClassifierTrainer(FinetuneTrainerMixin, Trainer):
+    """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard;
+    the `finetune:` methods come from `FinetuneTrainerMixin`."""
 
     def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None,
                  finetune: FinetuneConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.setup_finetune(finetune)  # parameter groups, EMA, LoRA files
         self.preprocess_config = preprocess_config
         self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
-        self.finetune = finetune or FinetuneConfig()  # parameter groups, LoRA files, EMA
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
-        self.ema: ModelEma | None = None
-        if self.finetune.ema_decay is not None:
-            self.ema = ModelEma(self.model, self.finetune.ema_decay, self.finetune.ema_warmup)
-            self.add_callback(EmaUpdate(self.ema))
-
-    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
-        """The optimizer over `finetune`'s parameter groups (`training/finetune.py`: weight-decay filter,
-        layer-wise learning rates), with the class and arguments `training.optim` gives the Trainer."""
-        if self.optimizer is None:
-            opt_model = self.model if model is None else model
-            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-            if is_optimizer_factory(optimizer_cls) or {"params", "model", "optimizer_dict"} & set(kwargs):
-                if self.finetune.layer_decay is not None:  # the optimizer builds its own groups
-                    raise ConfigError(f"finetune.layer_decay: not available with training.optim={self.args.optim}")
-                return super().create_optimizer(model)
-            groups = param_groups(opt_model, self.finetune, self.args.weight_decay, kwargs.get("lr"))
-            logger.info(describe_groups(groups))
-            self.optimizer = optimizer_cls(groups, **kwargs)
-        return super().create_optimizer(model)
-
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
-        """With an EMA, the averaged weights are evaluated too, into the same metrics (`eval_ema_accuracy`, ...)."""
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                         metric_key_prefix)
-        if self.ema is not None:
-            with self.ema.applied():
-                averaged = super().evaluation_loop(dataloader, f"{description} (EMA)", prediction_loss_only,
-                                                   ignore_keys, f"{metric_key_prefix}_{EMA_PREFIX}")
-            output.metrics.update(averaged.metrics)
-        return output
-
-    def _determine_best_metric(self, metrics, trial) -> bool:
-        """With an EMA, a checkpoint is scored by the better of its live and averaged weights."""
-        if self.ema is not None and self.args.metric_for_best_model is not None:
-            key = self.best_metric_key()
-            metrics = {**metrics, key: better_of_live_and_ema(metrics, key, self.args.greater_is_better)}
-        return super()._determine_best_metric(metrics, trial)
-
-    def best_metric_key(self) -> str:
-        """`metric_for_best_model` as the Trainer reads it from the evaluation metrics (`eval_accuracy`)."""
-        name = self.args.metric_for_best_model
-        return name if name.startswith("eval_") else f"eval_{name}"
 
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -142,52 +96,16 @@ class ClassifierTrainer(Trainer):
         if not self.args.should_save:
             return
         output_dir = Path(output_dir or self.args.output_dir)
-        model = self.accelerator.unwrap_model(self.model)
-        if self.finetune.method == "lora":
-            save_lora_model(model, output_dir)
-        else:
-            save_classifier(model, output_dir)
+        self.save_model_files(output_dir)
         if self.preprocess_config is not None:
             self.preprocess_config.save_pretrained(output_dir)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """The Trainer's checkpoint, plus the averaged weights (`ema.safetensors`) when there is an EMA."""
-        super()._save_checkpoint(model, trial)
-        if self.ema is not None and self.args.should_save:
-            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            self.ema.save(folder / EMA_FILE)
 
     def _get_output_dir(self, trial) -> str:
         """The folder the Trainer writes `checkpoint-N` into: the staging folder (see `CheckpointPublisher`)."""
         return str(Path(super()._get_output_dir(trial)) / STAGING_DIR)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        self.load_checkpoint_weights(model or self.model, Path(resume_from_checkpoint))
-
-    def load_checkpoint_weights(self, model: torch.nn.Module, folder: Path) -> None:
-        """The weights of checkpoint `folder`, strictly: the model (a LoRA run's adapter on its base) and the EMA."""
-        if self.finetune.method == "lora":
-            load_lora_weights(self.accelerator.unwrap_model(model), folder)
-        else:
-            load_weights_strictly(model, folder)
-        if self.ema is not None:
-            self.ema.load(folder / EMA_FILE)
-
-    def use_better_weights(self) -> str:
-        """After training: keep the live weights or put the EMA in their place, whichever scored better on the
-        validation split at the step the model holds (evaluated now if that step was not). Returns which."""
-        if self.ema is None or self.eval_dataset is None:
-            return "live"
-        step = self.state.best_global_step if self.args.load_best_model_at_end else self.state.global_step
-        key = self.best_metric_key() if self.args.metric_for_best_model else "eval_loss"
-        logged = [entry for entry in self.state.log_history if entry.get("step") == step and key in entry]
-        metrics = logged[-1] if logged else self.evaluate()
-        greater_is_better = self.args.greater_is_better if self.args.metric_for_best_model else False
-        choice = "ema" if ema_scored_better(metrics, key, greater_is_better) else "live"
-        if choice == "ema":
-            self.ema.copy_to_model()
-        self.ema = None  # from here on the model is the final one (the test evaluation measures it alone)
-        return choice
+        self.load_model_files(model or self.model, Path(resume_from_checkpoint), load_weights_strictly)
 
     def create_model_card(self, **kwargs) -> None:
         """Keep the run's own card: `train()` writes `README.md` (`model_card.py`) before the Hub upload, which
@@ -197,7 +115,7 @@ class ClassifierTrainer(Trainer):
     def _load_best_model(self) -> None:
         logger.info("loading best model from %s (score %s)", self.state.best_model_checkpoint,
                     self.state.best_metric)
-        self.load_checkpoint_weights(self.model, Path(self.state.best_model_checkpoint))
+        self.load_model_files(self.model, Path(self.state.best_model_checkpoint), load_weights_strictly)
 
 
 class CheckpointPublisher(TrainerCallback):
