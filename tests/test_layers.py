@@ -16,12 +16,13 @@ PACKAGE = "vit_finetune"
 BENCHMARKS = "benchmarks"  # beside scripts/, not installed: nothing in the package may import it
 
 # may be imported by every part; import nothing above them
-NEUTRAL = {"typed", "yaml_config", "precision", "run_files", "multi_label"}
+NEUTRAL = {"typed", "yaml_config", "precision", "run_files", "multi_label", "finetune_config"}
 ALLOWED_IMPORTS = {
     "typed": set(),
     "yaml_config": {"typed"},
     "run_files": {"typed", "yaml_config"},
     "multi_label": set(),
+    "finetune_config": {"typed"},
     "precision": {"typed"},
     "modeling": NEUTRAL,
     "data": NEUTRAL,

@@ -12,6 +12,7 @@ import transformers
 from accelerate.data_loader import prepare_data_loader
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, TrainerState
+from transformers.trainer_optimizer import is_optimizer_factory
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -19,7 +20,7 @@ from vit_finetune.training.checkpoints import TRAINER_STATE
 from vit_finetune.training.trainer import ClassifierTrainer
 
 RECORDED_IN = "5.24.0"
-TRAINER_PY = "vit_finetune/training/trainer.py"
+TRAINER_PY = "vit_finetune/training/trainer.py (and finetune_trainer.py, its mixin)"
 
 # Trainer methods ClassifierTrainer overrides: signature (annotations left out) and what the override is for.
 OVERRIDDEN = {
@@ -34,6 +35,11 @@ OVERRIDDEN = {
                         "dataloader_key=None)", "data-loader workers that ignore SIGINT / SIGTERM"),
     "_load_optimizer_and_scheduler": ("(self, checkpoint)", "checking the loaded optimizer state against the "
                                       "parameters before the first step"),
+    "create_optimizer": ("(self, model=None)", "finetune's parameter groups (weight-decay filter, layer-wise rates)"),
+    "evaluation_loop": ("(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, "
+                        "metric_key_prefix='eval')", "evaluating the EMA weights into the same metrics"),
+    "_determine_best_metric": ("(self, metrics, trial)", "scoring a checkpoint by the better of live and EMA weights"),
+    "_save_checkpoint": ("(self, model, trial)", "writing ema.safetensors into each checkpoint"),
     "create_model_card": ("(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None, "
                           "tasks=None, dataset_tags=None, dataset=None, dataset_args=None)",
                           "keeping the run's own model card (README.md) when push_to_hub uploads the folder"),
@@ -53,7 +59,15 @@ CALLED = {
         "rng_types=None, dispatch_batches=None, even_batches=True, slice_fn_for_dispatch=None, "
         "use_seedable_sampler=False, data_seed=None, non_blocking=False, use_stateful_dataloader=False, "
         "torch_device_mesh=None)"),
+    "Trainer.get_optimizer_cls_and_kwargs": (Trainer.get_optimizer_cls_and_kwargs, "(args, model=None)"),
+    "transformers.trainer_optimizer.is_optimizer_factory": (is_optimizer_factory, "(optimizer_cls_or_factory)"),
 }
+
+
+def own_attributes(cls: type) -> dict:
+    """What `cls` and its mixins define, not what they inherit from `transformers.Trainer`."""
+    ours = cls.__mro__[:cls.__mro__.index(Trainer)]
+    return {name: value for base in reversed(ours) for name, value in vars(base).items()}
 
 
 def plain_signature(function) -> str:
@@ -72,7 +86,7 @@ def changed(what: str, now: str, recorded: str, recheck: str) -> str:
 @pytest.mark.parametrize("name", OVERRIDDEN)
 def test_overridden_trainer_methods_are_unchanged(name):
     recorded, purpose = OVERRIDDEN[name]
-    assert name in vars(ClassifierTrainer), f"{TRAINER_PY} no longer overrides {name}: remove it from this table"
+    assert name in own_attributes(ClassifierTrainer), f"{TRAINER_PY} no longer overrides {name}: remove it from this table"
     original = getattr(Trainer, name, None)
     assert original is not None, changed(f"Trainer.{name}", "gone", recorded, purpose)
     assert plain_signature(original) == recorded, changed(f"Trainer.{name}", plain_signature(original), recorded,
@@ -80,7 +94,7 @@ def test_overridden_trainer_methods_are_unchanged(name):
 
 
 def test_no_unrecorded_override():
-    overrides = {name for name, value in vars(ClassifierTrainer).items()
+    overrides = {name for name, value in own_attributes(ClassifierTrainer).items()
                  if callable(value) and hasattr(Trainer, name) and not name.startswith("__")}
     assert overrides == set(OVERRIDDEN), f"record every overridden Trainer method in OVERRIDDEN: {overrides}"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vit_finetune.data.config import DataConfig
+from vit_finetune.finetune_config import FinetuneConfig
 from vit_finetune.modeling.config import (Arch, AttnImplementation, EncoderConfig, Pooling, check_values,
                                           encoder_config_for_size, run_config_fields)
 from vit_finetune.precision import PRECISIONS
@@ -22,6 +23,7 @@ from vit_finetune.typed import ConfigError, build_dataclass, coerce, coerce_fiel
 from vit_finetune.yaml_config import load_yaml
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+SECTIONS = ("model", "data", "training", "finetune")
 
 
 @dataclass
@@ -113,6 +115,7 @@ class RunConfig:
     model: ModelSection
     data: DataConfig
     training: TrainingSection
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     source: str = "<memory>"  # the file it came from, for messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +124,7 @@ class RunConfig:
             "model": _model_to_dict(self.model),
             "data": dataclasses.asdict(self.data),
             "training": _training_to_dict(self.training),
+            "finetune": dataclasses.asdict(self.finetune),
         }
 
 
@@ -165,15 +169,16 @@ def apply_override(tree: dict, override: str) -> None:
 def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:
     """Validate a parsed config tree into a RunConfig."""
     if not isinstance(tree, dict):
-        raise ConfigError("the config must be a mapping with sections model, data, training")
-    unknown = sorted(set(tree) - {"model", "data", "training"})
+        raise ConfigError(f"the config must be a mapping with sections {', '.join(SECTIONS)}")
+    unknown = sorted(set(tree) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown}; expected model, data, training")
+        raise ConfigError(f"unknown section(s) {unknown}; expected {', '.join(SECTIONS)}")
     model = build_model_section(tree.get("model"))
     data = build_dataclass(DataConfig, tree.get("data"), "data")
     training = build_training_section(tree.get("training") or {})
     _check_streaming_length(data, training)
-    return RunConfig(model=model, data=data, training=training, source=source)
+    finetune = build_dataclass(FinetuneConfig, tree.get("finetune"), "finetune")
+    return RunConfig(model=model, data=data, training=training, finetune=finetune, source=source)
 
 
 def _check_streaming_length(data: DataConfig, training: TrainingSection) -> None:

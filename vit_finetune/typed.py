@@ -82,8 +82,11 @@ def _coerce_union(value: Any, options: tuple, where: str) -> Any:
         if type(None) in options:
             return None
         raise ConfigError(f"{where}: must not be null")
+    options = tuple(o for o in options if o is not type(None))
+    if len(options) == 1:  # `X | None`: X's own error, with its full key path (`finetune.lora.rank: ...`)
+        return coerce(value, options[0], where)
     errors = []
-    for option in (o for o in options if o is not type(None)):
+    for option in options:
         try:
             return coerce(value, option, where)
         except ConfigError as err:

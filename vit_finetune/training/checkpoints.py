@@ -25,9 +25,10 @@ class ResumeError(ValueError):
     """A checkpoint cannot be resumed from, or the output directory is not safe to write."""
 
 
-def missing_checkpoint_files(folder: Path) -> list[str]:
-    """Files a resumable checkpoint needs that `folder` lacks (empty list = complete)."""
-    missing = [name for name in (*REQUIRED_FILES, COMPLETE_MARKER) if not (folder / name).is_file()]
+def missing_checkpoint_files(folder: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """Files a resumable checkpoint needs that `folder` lacks (empty list = complete); `extra` are the files
+    the run's fine-tuning method adds (`training.finetune.checkpoint_files`: EMA, LoRA adapter)."""
+    missing = [name for name in (*REQUIRED_FILES, *extra, COMPLETE_MARKER) if not (folder / name).is_file()]
     if not any(folder.glob("rng_state*.pth")):
         missing.append("rng_state.pth")
     return missing
@@ -42,29 +43,30 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def newest_complete_checkpoint(output_dir: Path) -> Path | None:
+def newest_complete_checkpoint(output_dir: Path, extra: tuple[str, ...] = ()) -> Path | None:
     """The highest-step checkpoint with every file present; incomplete ones are skipped with a warning."""
     for folder in reversed(list_checkpoints(output_dir)):
-        missing = missing_checkpoint_files(folder)
+        missing = missing_checkpoint_files(folder, extra)
         if not missing:
             return folder
         logger.warning("skipping incomplete checkpoint %s (missing %s)", folder, ", ".join(missing))
     return None
 
 
-def resolve_resume(resume: bool | str, output_dir: Path) -> Path | None:
-    """Map the `resume_from_checkpoint` setting to a checkpoint folder (or None for a fresh start)."""
+def resolve_resume(resume: bool | str, output_dir: Path, extra: tuple[str, ...] = ()) -> Path | None:
+    """Map the `resume_from_checkpoint` setting to a checkpoint folder (or None for a fresh start); `extra`
+    as in `missing_checkpoint_files`."""
     if resume is False:
         return None
     if resume is True:
-        found = newest_complete_checkpoint(output_dir)
+        found = newest_complete_checkpoint(output_dir, extra)
         if found is None:
             logger.warning("resume requested but %s holds no complete checkpoint: starting fresh", output_dir)
         return found
     folder = Path(resume)
     if not folder.is_dir():
         raise ResumeError(f"resume_from_checkpoint: {folder} is not a directory")
-    missing = missing_checkpoint_files(folder)
+    missing = missing_checkpoint_files(folder, extra)
     if missing:
         raise ResumeError(f"resume_from_checkpoint: {folder} is incomplete (missing {', '.join(missing)})")
     return folder

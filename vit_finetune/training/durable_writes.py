@@ -68,6 +68,8 @@ def publish_model_files(folder: Path, staged: Path, write: Callable[[Path], None
             (folder / path.name).unlink(missing_ok=True)
     sync_directory(folder)
     for path in files:
+        if path.is_dir():  # e.g. a LoRA run's adapter/: an earlier one is replaced whole
+            shutil.rmtree(folder / path.name, ignore_errors=True)
         os.replace(path, folder / path.name)
     sync_directory(folder)
     shutil.rmtree(staged)

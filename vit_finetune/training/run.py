@@ -24,6 +24,8 @@ from vit_finetune.training.checkpoints import (STAGING_DIR, check_output_dir, re
                                                require_directory, resolve_resume)
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.durable_writes import disk_full_error, tensor_bytes
+from vit_finetune.training.finetune import (check_available, checkpoint_files, describe_trainable, finetune_metrics,
+                                            prepare_model)
 from vit_finetune.training.lock import output_dir_lock
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
@@ -79,10 +81,11 @@ def train(run: RunConfig) -> TrainResult:
 
 
 def _train(run: RunConfig, output_dir: Path) -> TrainResult:
+    check_available(run.finetune)
     check_output_dir(output_dir, run.training.resume_from_checkpoint, run.training.overwrite_output_dir)
     if run.training.overwrite_output_dir and run.training.resume_from_checkpoint is False and is_main_process():
         remove_earlier_checkpoints(output_dir)
-    resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir)
+    resume_from = resolve_resume(run.training.resume_from_checkpoint, output_dir, checkpoint_files(run.finetune))
     if resume_from is not None:
         check_resume_pickles(resume_from)
         read_trainer_state(resume_from)
@@ -97,14 +100,18 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
     args = build_training_arguments(run, extra, has_validation=splits.validation is not None)
     model = build_model(run.model, splits.id2label, preprocess, problem_type(run.data.task))
     choose_attn_implementation(model, run.model, args)
+    model = prepare_model(model, run.finetune)
+    logger.info(describe_trainable(model, run.finetune))
     trainer = make_trainer(args, model, preprocess, splits, run)
     if splits.validation is None:
         logger.warning("no validation split (data.validation_fraction=0 and none in the data set): no model selection")
     with tracker_runs(args):
         train_output = fit(trainer, resume_from)
+        final_weights = trainer.use_better_weights()
         test_metrics = trainer.evaluate(splits.test, metric_key_prefix="test")
     best = {best_metric_key(args.metric_for_best_model): trainer.state.best_metric}
-    metrics = {**train_output.metrics, **test_metrics, **best}
+    metrics = {**train_output.metrics, **test_metrics, **best,
+               **finetune_metrics(trainer.model, trainer.optimizer, final_weights)}
     if trainer.is_world_process_zero():
         save_run(trainer, output_dir, run, metrics)
     return TrainResult(output_dir=output_dir, metrics=metrics)
@@ -210,6 +217,7 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         compute_metrics=task_compute_metrics(run.data.task),
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
+        finetune=run.finetune,
     )
     if is_stream(train):
         trainer.add_callback(StreamPosition(train, enabled=not run.training.arguments.get("ignore_data_skip", False)))

@@ -11,6 +11,8 @@ adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_f
 (`resume_state.check_optimizer_state`); `_get_dataloader` makes loader workers ignore SIGINT / SIGTERM
 (`signals.workers_ignore_signals`); `create_model_card` keeps the run's own model card for the Hub upload;
 `get_train_dataloader` gives a streaming split its own per-process loader (`training/streaming.py`).
+`FinetuneTrainerMixin` (`finetune_trainer.py`) adds the `finetune:` section's optimizer parameter groups,
+EMA evaluation, selection and checkpoint file.
 These are the only methods overridden; `tests/test_transformers_api.py`
 records their signatures in the pinned transformers release.
 
@@ -45,14 +47,16 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.config import AugmentConfig
 from vit_finetune.data.mixup import soft_target_cross_entropy
-from vit_finetune.modeling.hub import load_classifier, save_classifier
-from vit_finetune.training.streaming import is_stream, streaming_dataloader
+from vit_finetune.finetune_config import FinetuneConfig
+from vit_finetune.modeling.hub import load_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
 from vit_finetune.training.durable_writes import publish_model_files
+from vit_finetune.training.finetune_trainer import FinetuneTrainerMixin
 from vit_finetune.training.resume_state import (OPTIMIZER_FILE, SCHEDULER_FILE, check_loaded_state,
                                                 check_optimizer_state, read_error)
 from vit_finetune.training.signals import workers_ignore_signals
+from vit_finetune.training.streaming import is_stream, streaming_dataloader
 
 logger = logging.getLogger(__name__)
 RESUME_PICKLES = ("optimizer.pt", "scheduler.pt", "scaler.pt")  # besides rng_state*.pth
@@ -70,11 +74,14 @@ class TrainingOutOfMemoryError(RuntimeError):
     """The device ran out of memory while training; the message names the batch-size key."""
 
 
-class ClassifierTrainer(Trainer):
-    """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard."""
+class ClassifierTrainer(FinetuneTrainerMixin, Trainer):
+    """Trainer for `ImageClassifier` with strict checkpoint I/O, atomic checkpoints and a non-finite-loss guard;
+    the `finetune:` methods come from `FinetuneTrainerMixin`."""
 
-    def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None, **kwargs):
+    def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None,
+                 finetune: FinetuneConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.setup_finetune(finetune)  # parameter groups, EMA, LoRA files
         self.preprocess_config = preprocess_config
         self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
@@ -117,7 +124,7 @@ class ClassifierTrainer(Trainer):
             publish_model_files(output_dir, output_dir / STAGING_DIR / "model", self._write_model)
 
     def _write_model(self, folder: Path) -> None:
-        save_classifier(self.accelerator.unwrap_model(self.model), folder)
+        self.save_model_files(folder)
         if self.preprocess_config is not None:
             self.preprocess_config.save_pretrained(folder)
 
@@ -134,7 +141,7 @@ class ClassifierTrainer(Trainer):
         return str(Path(super()._get_output_dir(trial)) / STAGING_DIR)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        load_weights_strictly(model or self.model, Path(resume_from_checkpoint))
+        self.load_model_files(model or self.model, Path(resume_from_checkpoint), load_weights_strictly)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """The Trainer's load, its errors as a `ResumeError`, then the state checked against the parameters."""
@@ -151,7 +158,7 @@ class ClassifierTrainer(Trainer):
     def _load_best_model(self) -> None:
         logger.info("loading best model from %s (score %s)", self.state.best_model_checkpoint,
                     self.state.best_metric)
-        load_weights_strictly(self.model, Path(self.state.best_model_checkpoint))
+        self.load_model_files(self.model, Path(self.state.best_model_checkpoint), load_weights_strictly)
 
 
 class CheckpointPublisher(TrainerCallback):
