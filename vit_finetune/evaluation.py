@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a labelled split: accuracy, top-k, per-class scores, confusion matrix.
+"""Evaluate a checkpoint on a labelled split: accuracy, balanced accuracy, top-k, per-class scores, confusion matrix.
 
     output = evaluate_checkpoint("runs/cifar10", overrides=["data.max_eval_samples=1000"])
     print(format_summary(output.results))        # files in runs/cifar10/eval-test/
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -168,8 +169,23 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
+def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """scikit-learn's `balanced_accuracy_score`: the mean recall over the classes present in `labels` (0 if none).
+
+    Predicted classes absent from `labels` count as errors only (sklearn's warning about them is silenced).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    if len(labels) == 0:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(labels, predictions))
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Accuracy, top-k (k = min(5, classes)), per-class and macro precision/recall/F1, confusion matrix."""
+    """Accuracy, balanced accuracy, top-k (k = min(5, classes)), per-class and macro precision/recall/F1,
+    confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     ids = list(range(len(label_names)))
@@ -180,6 +196,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
                  for name, p, r, f, s in zip(label_names, precision, recall, f1, support)}
     return {
         "accuracy": float((predictions == labels).mean()),
+        "balanced_accuracy": balanced_accuracy(predictions, labels),
         "top5_accuracy": top_k_accuracy(logits, labels, k),
         "top_k": k,
         "per_class": per_class,
@@ -231,8 +248,8 @@ def format_summary(results: dict[str, Any]) -> str:
     """A short human-readable table: overall scores, then one line per class."""
     lines = [f"{results['dataset']} ({results['split']}), {results['num_images']} images, "
              f"{results['images_per_second']:.1f} img/s on {results['device']} ({results['precision']})",
-             f"accuracy {results['accuracy']:.4f}  top-{results['top_k']} {results['top5_accuracy']:.4f}  "
-             f"macro F1 {results['macro_avg']['f1']:.4f}",
+             f"accuracy {results['accuracy']:.4f}  balanced accuracy {results['balanced_accuracy']:.4f}  "
+             f"top-{results['top_k']} {results['top5_accuracy']:.4f}  macro F1 {results['macro_avg']['f1']:.4f}",
              f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for name, scores in results["per_class"].items():
         lines.append(f"{name:<20} {scores['precision']:>9.4f} {scores['recall']:>9.4f} {scores['f1']:>9.4f} "
