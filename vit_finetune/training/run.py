@@ -22,6 +22,7 @@ from vit_finetune.training.arguments import check_supported
 from vit_finetune.training.checkpoints import check_output_dir, resolve_resume
 from vit_finetune.training.curves import plot_training_curves
 from vit_finetune.training.lock import output_dir_lock
+from vit_finetune.training.losses import resolve_class_weights
 from vit_finetune.training.metrics import compute_metrics
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
@@ -135,7 +136,10 @@ def build_training_arguments(run: RunConfig) -> TrainingArguments:
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
-    """The Trainer wired with our collate function, accuracy metric and strict checkpoint I/O."""
+    """The Trainer wired with our collate function, metrics, augmentation, loss, sampler and strict checkpoint I/O."""
+    class_weights = resolve_class_weights(run.training.class_weights, splits.train.labels, splits.label_names)
+    if class_weights is not None:
+        logger.info("class weights: %s", dict(zip(splits.label_names, [round(w, 4) for w in class_weights.tolist()])))
     return ClassifierTrainer(
         model=model,
         args=args,
@@ -145,6 +149,8 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         compute_metrics=compute_metrics,
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
+        class_weights=class_weights,
+        sampler=run.data.sampler,
     )
 
 
