@@ -26,9 +26,10 @@ from vit_finetune.config import run_config_from_dict
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import load_splits
-from vit_finetune.evaluation import (EVAL_RESULTS, CONFUSION_MATRIX, LabelMismatchError, balanced_accuracy,
-                                     check_labels, classification_metrics, confusion_matrix_figure)
+from vit_finetune.evaluation import (EVAL_RESULTS, CONFUSION_MATRIX, LabelMismatchError, check_labels,
+                                     classification_metrics, confusion_matrix_figure)
 from vit_finetune.modeling import hub, load_classifier
+from vit_finetune.scores import balanced_accuracy
 from vit_finetune.training.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +35,7 @@ from vit_finetune.data.sources import ImageDataset, load_splits
 from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
 from vit_finetune.run_files import write_json
+from vit_finetune.scores import balanced_accuracy
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -167,20 +167,6 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Share of rows whose label is among the `k` highest logits."""
     top = np.argsort(-logits, axis=1, kind="stable")[:, :k]  # (N, k)
     return float((top == labels[:, None]).any(axis=1).mean())
-
-
-def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """scikit-learn's `balanced_accuracy_score`: the mean recall over the classes present in `labels` (0 if none).
-
-    Predicted classes absent from `labels` count as errors only (sklearn's warning about them is silenced).
-    """
-    from sklearn.metrics import balanced_accuracy_score
-
-    if len(labels) == 0:
-        return 0.0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
-        return float(balanced_accuracy_score(labels, predictions))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict[str, Any]:

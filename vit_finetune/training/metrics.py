@@ -1,5 +1,5 @@
 """The Trainer's evaluation metrics: accuracy as an `evaluate` metric that ships with the package (no hub
-download), and balanced accuracy (`evaluation.balanced_accuracy`)."""
+download), and balanced accuracy (`scores.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from vit_finetune.evaluation import balanced_accuracy
+from vit_finetune.scores import balanced_accuracy
 
 
 class Accuracy(evaluate.Metric):
