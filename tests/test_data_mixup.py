@@ -1,13 +1,11 @@
-"""Mixup / CutMix with soft targets (timm's Mixup) and the soft-target cross-entropy (timm's SoftTargetCrossEntropy)."""
-
-import math
+"""Mixup / CutMix with soft targets (timm's Mixup); their loss is tested in test_losses.py."""
 
 import pytest
 import torch
 
 from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.config import AugmentConfig, RandomErasingConfig
-from vit_finetune.data.mixup import mix_batch, mixup_targets, soft_target_cross_entropy
+from vit_finetune.data.mixup import mix_batch, mixup_targets
 
 CLASSES = 10
 
@@ -95,25 +93,6 @@ def test_label_smoothing_values_are_timms():
     expected = torch.full((2, 5), 0.02)
     expected[0, 3] = expected[1, 1] = 0.92  # on = 1 - s + s / K, off = s / K
     assert torch.allclose(targets, expected)
-
-
-def test_loss_equals_reference_soft_target_cross_entropy():
-    torch.manual_seed(0)
-    logits = torch.randn(6, CLASSES, dtype=torch.float64, requires_grad=True)
-    pixels, labels = batch(6)
-    _, targets = mix_batch(pixels, labels, CLASSES, AugmentConfig(mixup_alpha=1.0, cutmix_alpha=1.0,
-                                                                   label_smoothing=0.1), generator())
-    targets = targets.double()
-    log_probs = [[logits[i, k] - math.log(sum(math.exp(v) for v in logits[i].tolist())) for k in range(CLASSES)]
-                 for i in range(6)]
-    reference = -sum(targets[i, k] * log_probs[i][k] for i in range(6) for k in range(CLASSES)) / 6
-    loss = soft_target_cross_entropy(logits, targets)
-    assert loss.detach().item() == pytest.approx(float(reference.detach()), rel=1e-12)
-    hard = torch.nn.functional.one_hot(labels, CLASSES).double()
-    assert soft_target_cross_entropy(logits, hard).detach().item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits, labels).detach().item(), rel=1e-12)
-    loss.backward()  # differentiable, as a training loss must be
-    assert logits.grad is not None
 
 
 def test_inputs_unchanged_and_generator_determines_the_draws():

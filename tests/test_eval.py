@@ -16,6 +16,7 @@ import torch
 import yaml
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
+from transformers import EvalPrediction
 
 from data_helpers import make_image_folder
 from helpers_hf import make_hf_vit_checkpoint
@@ -28,6 +29,8 @@ from vit_finetune.data.sources import load_splits
 from vit_finetune.evaluation import (EVAL_RESULTS, CONFUSION_MATRIX, LabelMismatchError, check_labels,
                                      classification_metrics, confusion_matrix_figure)
 from vit_finetune.modeling import hub, load_classifier
+from vit_finetune.scores import balanced_accuracy
+from vit_finetune.training.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ("blue", "green", "red", "yellow")  # sorted, as the imagefolder loader orders them
@@ -94,6 +97,7 @@ def test_eval_numbers_equal_a_hand_computation(trained, capsys):
         assert results["per_class"][name] == pytest.approx(
             {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]})
     assert results["macro_avg"]["f1"] == pytest.approx(f1.mean())
+    assert results["balanced_accuracy"] == pytest.approx(recall.mean())  # every class occurs in the test split
     assert results["dataset"] == str(trained.data_dir) and results["split"] == "test"
     assert results["checkpoint"] == str(checkpoint) and results["images_per_second"] > 0
 
@@ -184,6 +188,20 @@ def test_metrics_on_random_logits_match_sklearn_and_a_loop():
     macro = {"precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean()}
     assert results["macro_avg"] == pytest.approx(macro)
     assert np.asarray(results["confusion_matrix"]).sum(axis=1).tolist() == support.tolist()
+    predictions = logits.argmax(1)
+    recalls = [np.mean(predictions[labels == k] == k) for k in range(6)]  # the classes present in the labels
+    assert results["balanced_accuracy"] == pytest.approx(np.mean(recalls), abs=1e-12)
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_present_classes():
+    labels = np.array([0] * 95 + [1] * 5)
+    majority = np.zeros(100, dtype=int)
+    assert (majority == labels).mean() == 0.95 and balanced_accuracy(majority, labels) == 0.5
+    predictions = np.array([0] * 90 + [2] * 5 + [1] * 3 + [0] * 2)  # class 2 is predicted but never true
+    assert balanced_accuracy(predictions, labels) == pytest.approx((90 / 95 + 3 / 5) / 2)
+    assert balanced_accuracy(np.array([], dtype=int), np.array([], dtype=int)) == 0.0
+    metrics = compute_metrics(EvalPrediction(predictions=np.eye(3)[predictions], label_ids=labels))
+    assert metrics == pytest.approx({"accuracy": 0.93, "balanced_accuracy": (90 / 95 + 3 / 5) / 2})
 
 
 def test_confusion_matrix_figure_names_the_classes(tmp_path):

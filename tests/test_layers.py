@@ -16,13 +16,14 @@ PACKAGE = "vit_finetune"
 BENCHMARKS = "benchmarks"  # beside scripts/, not installed: nothing in the package may import it
 
 # may be imported by every part; import nothing above them
-NEUTRAL = {"typed", "yaml_config", "precision", "run_files", "multi_label", "finetune_config"}
+NEUTRAL = {"typed", "yaml_config", "precision", "run_files", "multi_label", "finetune_config", "scores"}
 ALLOWED_IMPORTS = {
     "typed": set(),
     "yaml_config": {"typed"},
     "run_files": {"typed", "yaml_config"},
     "multi_label": set(),
     "finetune_config": {"typed"},
+    "scores": set(),
     "precision": {"typed"},
     "modeling": NEUTRAL,
     "data": NEUTRAL,

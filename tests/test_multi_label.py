@@ -219,3 +219,18 @@ def test_trainer_label_smoothing_is_refused_for_multi_label(tmp_path):
     arguments = build_training_arguments(run_config_from_dict(tree | {"training": tree["training"] | {
         "label_smoothing_factor": 0.0}}))
     assert arguments.metric_for_best_model == "mAP" and arguments.greater_is_better
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.augment.mixup_alpha=0.8", "mixup_alpha"),
+    ("data.augment.label_smoothing=0.1", "data.augment.label_smoothing"),
+    ("training.class_weights=balanced", "training.class_weights"),
+    ("data.sampler=balanced", "data.sampler"),
+])
+def test_settings_defined_for_one_class_per_image_are_refused_for_multi_label(override, key):
+    """Mixing, smoothing, class weights and the balanced sampler assume class ids: refused by name, not misapplied."""
+    from vit_finetune.config import load_run_config
+    from vit_finetune.typed import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        load_run_config("cifar10-tiny", ["data.task=multi_label", "training.label_smoothing_factor=0", override])

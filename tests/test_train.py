@@ -19,7 +19,7 @@ from vit_finetune.config import run_config_from_dict
 from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.config import AugmentConfig, RandomErasingConfig
-from vit_finetune.data.mixup import soft_target_cross_entropy
+from vit_finetune.training.losses import soft_target_cross_entropy
 from vit_finetune.data.preprocess import PreprocessConfig
 from vit_finetune.data.sources import load_splits
 from vit_finetune.modeling import load_classifier

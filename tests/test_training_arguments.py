@@ -257,6 +257,8 @@ REFUSED = {
     "fsdp": (["training.fsdp=full_shard"], "fsdp"),
     "hub_strategy": (["training.push_to_hub=true", "training.hub_strategy=checkpoint"], "_incomplete"),
     "hub_token": (["training.hub_token=hf_secret_in_config"], "HF_TOKEN"),
+    "label_smoothing_factor": (["training.label_smoothing_factor=0.1", "data.augment.label_smoothing=0.1"],
+                               "applied twice"),
     "save_only_model": (["training.save_only_model=true", "training.resume_from_checkpoint=true"], "cannot resume"),
     "optim": (["training.optim=adamw_bnb_8bit"], "bitsandbytes"),
     "optim_args": (["training.optim=sgd", "training.optim_args=momentum"], "optim_args"),

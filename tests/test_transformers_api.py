@@ -26,7 +26,8 @@ TRAINER_PY = "vit_finetune/training/trainer.py (and finetune_trainer.py, its mix
 OVERRIDDEN = {
     "training_step": ("(self, model, inputs, num_items_in_batch=None)", "the non-finite-loss guard"),
     "compute_loss": ("(self, model, inputs, return_outputs=False, num_items_in_batch=None)",
-                     "the training-step augmentations and the soft-target loss"),
+                     "the training-step augmentations, the soft-target loss and the class weights"),
+    "_get_train_sampler": ("(self, train_dataset=None)", "the class-balanced sampler of data.sampler: balanced"),
     "_save": ("(self, output_dir=None, state_dict=None)", "saving our model as a complete HF-native folder"),
     "_get_output_dir": ("(self, trial)", "writing checkpoints into the staging folder output_dir/_incomplete"),
     "_load_from_checkpoint": ("(self, resume_from_checkpoint, model=None)", "the strict reload on resume"),

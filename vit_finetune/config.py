@@ -10,6 +10,7 @@ the key and the file before anything heavy starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +103,9 @@ class TrainingSection:
     resume_from_checkpoint: bool | str = False  # True = newest complete checkpoint in output_dir
     overwrite_output_dir: bool = False
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware is fast at it)
+    # Weighted cross-entropy: null, "balanced" (n_samples / (n_classes * count), scikit-learn's) or one weight
+    # per class in label order (training/losses.py).
+    class_weights: str | list[float] | None = None
 
     @property
     def output_dir(self) -> str:
@@ -177,6 +181,7 @@ def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:
     data = build_dataclass(DataConfig, tree.get("data"), "data")
     training = build_training_section(tree.get("training") or {})
     _check_streaming_length(data, training)
+    _check_multi_label(data, training)
     finetune = build_dataclass(FinetuneConfig, tree.get("finetune"), "finetune")
     return RunConfig(model=model, data=data, training=training, finetune=finetune, source=source)
 
@@ -186,6 +191,19 @@ def _check_streaming_length(data: DataConfig, training: TrainingSection) -> None
     if data.streaming and not data.is_local and training.arguments.get("max_steps", -1) <= 0:
         raise ConfigError(f"training.max_steps: required with data.streaming for the hub data set {data.dataset!r} "
                           "(a stream's length is unknown); local folders and shards are counted, so epochs work there")
+
+
+def _check_multi_label(data: DataConfig, training: TrainingSection) -> None:
+    """Settings defined for one class per image that multi-hot targets do not have (yet): refused by name."""
+    if data.task != "multi_label":
+        return
+    refused = {"data.augment.mixup_alpha / cutmix_alpha": data.augment.mixup_enabled,
+               "data.augment.label_smoothing": data.augment.label_smoothing > 0,
+               "training.class_weights": training.class_weights is not None,
+               "data.sampler: balanced": data.sampler == "balanced"}
+    for key, is_set in refused.items():
+        if is_set:
+            raise ConfigError(f"{key}: not supported with data.task=multi_label (defined for one class per image)")
 
 
 def build_training_section(mapping: dict) -> TrainingSection:
@@ -198,6 +216,7 @@ def build_training_section(mapping: dict) -> TrainingSection:
                                       "training.resume_from_checkpoint"),
         overwrite_output_dir=coerce(mapping.pop("overwrite_output_dir", False), bool, "training.overwrite_output_dir"),
         precision=_pop_precision(mapping),
+        class_weights=_class_weights(mapping.pop("class_weights", None)),
     )
     if "warmup_ratio" in mapping:  # transformers 5 folds the ratio into warmup_steps (a float < 1)
         mapping["warmup_steps"] = _warmup_ratio(mapping.pop("warmup_ratio"))
@@ -253,6 +272,21 @@ def _warmup_ratio(value: Any) -> float:
     return ratio
 
 
+def _class_weights(value: Any) -> str | list[float] | None:
+    """`training.class_weights`: null, "balanced", or a list of positive numbers (its length is checked against
+    the classes once the data set is loaded)."""
+    if value is None or value == "balanced":
+        return value
+    numbers = isinstance(value, list) and value and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not numbers:
+        raise ConfigError(f"training.class_weights: expected null, 'balanced' or a list of one positive number per "
+                          f"class, got {value!r}")
+    if any(v <= 0 for v in value):
+        raise ConfigError(f"training.class_weights: every weight must be positive, got {value}")
+    return [float(v) for v in value]
+
+
 def _check_positive(value: float | int | None, where: str) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{where}: must be positive, got {value}")
@@ -260,7 +294,8 @@ def _check_positive(value: float | int | None, where: str) -> None:
 
 def _training_to_dict(training: TrainingSection) -> dict[str, Any]:
     return {**training.arguments, "resume_from_checkpoint": training.resume_from_checkpoint,
-            "overwrite_output_dir": training.overwrite_output_dir, "precision": training.precision}
+            "overwrite_output_dir": training.overwrite_output_dir, "precision": training.precision,
+            "class_weights": training.class_weights}
 
 
 def _model_to_dict(model: ModelSection) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a labelled split: accuracy, top-k, per-class scores, confusion matrix.
+"""Evaluate a checkpoint on a labelled split: accuracy, balanced accuracy, top-k, per-class scores, confusion matrix.
 
     output = evaluate_checkpoint("runs/cifar10", overrides=["data.max_eval_samples=1000"])
     print(format_summary(output.results))        # files in runs/cifar10/eval-test/
@@ -38,6 +38,7 @@ from vit_finetune.loading import LoadedModel, forward_logits, load_for_inference
 from vit_finetune.multi_label import DEFAULT_THRESHOLD, format_multi_label_scores, multi_label_metrics
 from vit_finetune.precision import accelerate_mixed_precision, resolve_precision
 from vit_finetune.run_files import check_writable, write_json
+from vit_finetune.scores import balanced_accuracy
 from vit_finetune.typed import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Accuracy, top-k (k = min(5, classes)), per-class and macro precision/recall/F1, confusion matrix."""
+    """Accuracy, balanced accuracy, top-k (k = min(5, classes)), per-class and macro precision/recall/F1,
+    confusion matrix."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     ids = list(range(len(label_names)))
@@ -187,6 +189,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, label_names: 
                  for name, p, r, f, s in zip(label_names, precision, recall, f1, support)}
     return {
         "accuracy": float((predictions == labels).mean()),
+        "balanced_accuracy": balanced_accuracy(predictions, labels),
         "top5_accuracy": top_k_accuracy(logits, labels, k),
         "top_k": k,
         "per_class": per_class,
@@ -248,7 +251,8 @@ def format_summary(results: dict[str, Any]) -> str:
     if results.get("task") == "multi_label":
         return "\n".join([summary_header(results), format_multi_label_scores(results)])
     lines = [summary_header(results),
-             f"accuracy {results['accuracy']:.4f}  top-{results['top_k']} {results['top5_accuracy']:.4f}  "
+             f"accuracy {results['accuracy']:.4f}  balanced accuracy {results['balanced_accuracy']:.4f}  "
+             f"top-{results['top_k']} {results['top5_accuracy']:.4f}  "
              f"macro F1 {results['macro_avg']['f1']:.4f}",
              f"{'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for name, scores in results["per_class"].items():

@@ -210,7 +210,9 @@ def test_metrics_with_absent_classes_handle_zero_division():
         metrics = classification_metrics(logits, labels, list(CLASSES))
         accuracy = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
         empty = compute_metrics(EvalPrediction(predictions=np.zeros((0, 4)), label_ids=np.zeros(0, dtype=int)))
-    assert metrics["accuracy"] == accuracy["accuracy"] == 0.75 and empty == {"accuracy": 0.0}
+    assert metrics["accuracy"] == accuracy["accuracy"] == 0.75
+    assert metrics["balanced_accuracy"] == accuracy["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert empty == {"accuracy": 0.0, "balanced_accuracy": 0.0}
     for name in CLASSES[2:]:
         assert metrics["per_class"][name] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert metrics["confusion_matrix"][2] == [0, 0, 0, 0]

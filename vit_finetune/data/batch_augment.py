@@ -20,7 +20,7 @@ def augment_train_batch(batch: dict[str, torch.Tensor], num_classes: int, cfg: A
 
     Random erasing overwrites boxes of `pixel_values` in place. With mixup / cutmix on (or
     `label_smoothing` > 0), "labels" becomes soft targets float32 (B, num_classes), to be trained on
-    with `mixup.soft_target_cross_entropy`; otherwise the labels stay class indices.
+    with `training.losses.soft_target_cross_entropy`; otherwise the labels stay class indices.
     """
     pixel_values, labels = batch["pixel_values"], batch["labels"]
     if cfg.random_erasing.p > 0:

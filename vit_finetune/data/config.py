@@ -163,7 +163,9 @@ class DataConfig:
     instead of decoding them once into a cache (`streaming.py`; shuffle_buffer_size examples of
     encoded bytes per worker for sequential sources). on_bad_image: "fail" stops with the list of
     unreadable images; "skip" drops them and reports them. cache_dir: where decoded pixels are cached
-    (default: the `datasets` cache, `HF_DATASETS_CACHE`).
+    (default: the `datasets` cache, `HF_DATASETS_CACHE`). sampler: the order of the training examples:
+    "random" (the Trainer's permutation per epoch) or "balanced" (class-balanced draws with replacement,
+    `data/sampling.py`).
     """
 
     dataset: str = "uoft-cs/cifar10"
@@ -187,6 +189,7 @@ class DataConfig:
     on_bad_image: Literal["fail", "skip"] = "fail"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None
+    sampler: Literal["random", "balanced"] = "random"
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -200,6 +203,8 @@ class DataConfig:
                 raise ValueError(f"data.{name}: must be >= 1 or null, got {value}")
         if self.on_bad_image not in ("fail", "skip"):
             raise ValueError(f"data.on_bad_image: must be 'fail' or 'skip', got {self.on_bad_image!r}")
+        if self.sampler not in ("random", "balanced"):
+            raise ValueError(f"data.sampler: must be 'random' or 'balanced', got {self.sampler!r}")
         if self.train_split == self.eval_split:
             raise ValueError(f"data.eval_split: must differ from train_split ({self.train_split!r})")
 

@@ -1,8 +1,7 @@
-"""Mixup / CutMix of a collated batch with soft targets, and the soft-target cross-entropy that trains on them.
+"""Mixup / CutMix of a collated batch with soft targets (trained with `training/losses.py`).
 
 timm `timm/data/mixup.py`, `Mixup` (`_params_per_batch`, `_params_per_elem`, `_mix_batch`,
-`_mix_pair`, `_mix_elem`, `rand_bbox`, `cutmix_bbox_and_lam`, `mixup_target`) and
-`timm/loss/cross_entropy.py`, `SoftTargetCrossEntropy`:
+`_mix_pair`, `_mix_elem`, `rand_bbox`, `cutmix_bbox_and_lam`, `mixup_target`):
 
 - image i is mixed with image B-1-i (the batch flipped); with probability `mixup_prob` a mix happens,
   CutMix with probability `mixup_switch_prob` when both alphas are set (else whichever is set);
@@ -23,7 +22,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import AugmentConfig
 
@@ -53,11 +51,6 @@ def mixup_targets(labels: torch.Tensor, num_classes: int, lam: torch.Tensor, smo
     one_hot.scatter_(1, labels.long().view(-1, 1), on)
     lam = lam.to(labels.device).view(-1, 1)
     return one_hot * lam + one_hot.flip(0) * (1.0 - lam)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """timm's `SoftTargetCrossEntropy`: mean over the batch of -sum_k target_k * log_softmax(logits)_k."""
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
 def _draw_units(count: int, mode: str) -> int:

@@ -50,6 +50,9 @@ REFUSED: list[tuple[str, Callable[[TrainingArguments, RunConfig], bool], str]] =
     ("hub_token", lambda a, r: a.hub_token is not None,
      "a token in the config would be written into the uploaded training_args.bin; log in with `hf auth login` "
      "or set HF_TOKEN instead"),
+    ("label_smoothing_factor", lambda a, r: a.label_smoothing_factor > 0 and r.data.augment.label_smoothing > 0,
+     "data.augment.label_smoothing is set too, and both smooth the same targets (it would be applied twice); "
+     "set one of them: either is applied to the mixup / cutmix soft targets (training/losses.py)"),
     ("save_only_model", lambda a, r: a.save_only_model and r.training.resume_from_checkpoint is not False,
      "checkpoints saved with save_only_model hold no optimizer, scheduler or RNG state, so a run cannot resume "
      "from them"),

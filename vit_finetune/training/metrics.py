@@ -1,10 +1,13 @@
-"""Accuracy as an `evaluate` metric that ships with the package (no hub download)."""
+"""The Trainer's evaluation metrics: accuracy as an `evaluate` metric that ships with the package (no hub
+download), and balanced accuracy (`scores.py`)."""
 
 from __future__ import annotations
 
 import datasets
 import evaluate
 import numpy as np
+
+from vit_finetune.scores import balanced_accuracy
 
 
 class Accuracy(evaluate.Metric):
@@ -30,7 +33,9 @@ class Accuracy(evaluate.Metric):
 
 
 def compute_metrics(eval_prediction) -> dict[str, float]:
-    """`Trainer.compute_metrics`: logits and labels -> {"accuracy": ...}."""
+    """`Trainer.compute_metrics`: logits and labels -> {"accuracy": ..., "balanced_accuracy": ...}."""
     logits, labels = eval_prediction.predictions, eval_prediction.label_ids
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return Accuracy().compute(predictions=np.argmax(logits, axis=-1), references=labels)
+    predictions = np.argmax(logits, axis=-1)
+    return {**Accuracy().compute(predictions=predictions, references=labels),
+            "balanced_accuracy": balanced_accuracy(predictions, np.asarray(labels))}

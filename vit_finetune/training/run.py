@@ -27,6 +27,7 @@ from vit_finetune.training.durable_writes import disk_full_error, tensor_bytes
 from vit_finetune.training.finetune import (check_available, checkpoint_files, describe_trainable, finetune_metrics,
                                             prepare_model)
 from vit_finetune.training.lock import output_dir_lock
+from vit_finetune.training.losses import resolve_class_weights
 from vit_finetune.training.model_card import write_model_card
 from vit_finetune.training.model_setup import build_model, build_preprocess, choose_attn_implementation
 from vit_finetune.training.resume_state import check_resume_labels, read_trainer_state, train_or_finish
@@ -206,8 +207,12 @@ def build_training_arguments(run: RunConfig, extra: dict[str, Any] | None = None
 
 
 def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -> ClassifierTrainer:
-    """The Trainer wired with our collate function, the task's metrics and strict checkpoint I/O."""
+    """The Trainer wired with our collate function, the task's metrics, augmentation, loss, sampler and strict
+    checkpoint I/O."""
     train = apply_train_augmentation(splits.train, run.data.augment)
+    class_weights = resolve_class_weights(run.training.class_weights, splits.train.labels, splits.label_names)
+    if class_weights is not None:
+        logger.info("class weights: %s", dict(zip(splits.label_names, [round(w, 4) for w in class_weights.tolist()])))
     trainer = ClassifierTrainer(
         model=model,
         args=args,
@@ -218,6 +223,8 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
         preprocess_config=preprocess,
         batch_augment=run.data.augment,
         finetune=run.finetune,
+        class_weights=class_weights,
+        sampler=run.data.sampler,
     )
     if is_stream(train):
         trainer.add_callback(StreamPosition(train, enabled=not run.training.arguments.get("ignore_data_skip", False)))

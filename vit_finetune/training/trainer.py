@@ -6,7 +6,8 @@ checkpoints in transformers 5 are one such case). Here every checkpoint is a com
 (config.json, safetensors, preprocessor config) written by `save_classifier`, and every reload (resume,
 best model at the end) goes through `load_classifier` and a strict `load_state_dict`. `training_step`
 adds the non-finite-loss guard, and `_save` refuses non-finite weights (`check_finite_weights`);
-`compute_loss` applies the training-step augmentations (random erasing, mixup / cutmix with soft targets);
+`compute_loss` applies the training-step augmentations (random erasing, mixup / cutmix with soft targets)
+and the class weights; `_get_train_sampler` adds the class-balanced sampler;
 `_load_optimizer_and_scheduler` checks the loaded state against the parameters
 (`resume_state.check_optimizer_state`); `_get_dataloader` makes loader workers ignore SIGINT / SIGTERM
 (`signals.workers_ignore_signals`); `create_model_card` keeps the run's own model card for the Hub upload;
@@ -46,13 +47,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vit_finetune.data.batch_augment import augment_train_batch
 from vit_finetune.data.config import AugmentConfig
-from vit_finetune.data.mixup import soft_target_cross_entropy
+from vit_finetune.data.sampling import BalancedSampler
 from vit_finetune.finetune_config import FinetuneConfig
 from vit_finetune.modeling.hub import load_classifier
 from vit_finetune.training.checkpoints import (STAGING_DIR, TRAINER_STATE, ResumeError, list_checkpoints,
                                                publish_checkpoint)
 from vit_finetune.training.durable_writes import publish_model_files
 from vit_finetune.training.finetune_trainer import FinetuneTrainerMixin
+from vit_finetune.training.losses import smooth_targets, soft_target_cross_entropy
 from vit_finetune.training.resume_state import (OPTIMIZER_FILE, SCHEDULER_FILE, check_loaded_state,
                                                 check_optimizer_state, read_error)
 from vit_finetune.training.signals import workers_ignore_signals
@@ -79,11 +81,14 @@ class ClassifierTrainer(FinetuneTrainerMixin, Trainer):
     the `finetune:` methods come from `FinetuneTrainerMixin`."""
 
     def __init__(self, *args, preprocess_config=None, batch_augment: AugmentConfig | None = None,
-                 finetune: FinetuneConfig | None = None, **kwargs):
+                 finetune: FinetuneConfig | None = None, class_weights: torch.Tensor | None = None,
+                 sampler: str = "random", **kwargs):
         super().__init__(*args, **kwargs)
         self.setup_finetune(finetune)  # parameter groups, EMA, LoRA files
         self.preprocess_config = preprocess_config
         self.batch_augment = batch_augment  # data.augment: random erasing, mixup / cutmix (training batches)
+        self.class_weights = class_weights  # training.class_weights, (num_labels,) or None
+        self.sampler = sampler  # data.sampler: "random" (the Trainer's) or "balanced"
         self.callback_handler.callbacks.insert(0, CheckpointPublisher())  # first: other callbacks see checkpoint-N
 
     def get_train_dataloader(self):
@@ -101,17 +106,32 @@ class ClassifierTrainer(FinetuneTrainerMixin, Trainer):
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training batches get the training-step augmentations first (`data/batch_augment.py`); soft targets
-        (mixup / cutmix, label smoothing) are trained with the soft-target cross-entropy."""
-        augment = self.batch_augment if model.training else None
-        if augment is not None:
-            inputs = augment_train_batch(inputs, self.model.config.num_labels, augment)
-        if augment is None or not augment.soft_targets:  # class ids: the model's loss (and the Trainer's smoothing)
+        """Training batches get the training-step augmentations first (`data/batch_augment.py`). Soft targets
+        (mixup / cutmix, `data.augment.label_smoothing`) and `training.class_weights` are trained with
+        `losses.soft_target_cross_entropy`, smoothed by `training.label_smoothing_factor`; class ids without
+        class weights keep the model's cross-entropy (or the Trainer's label smoothing). Evaluation batches
+        are never augmented."""
+        if not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        targets = inputs.pop("labels")
+        num_labels = self.model.config.num_labels
+        if self.batch_augment is not None:
+            inputs = augment_train_batch(inputs, num_labels, self.batch_augment)
+        multi_hot = self.model.config.multi_label  # the model's sigmoid BCE (config refuses mixing for it)
+        if multi_hot or (inputs["labels"].ndim == 1 and self.class_weights is None):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        targets = smooth_targets(inputs.pop("labels"), num_labels, self.args.label_smoothing_factor)
         outputs = model(**inputs)
-        loss = soft_target_cross_entropy(outputs.logits.float(), targets)
+        loss = soft_target_cross_entropy(outputs.logits.float(), targets, self.class_weights)
         return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`data.sampler: balanced` draws class-balanced batches (`data/sampling.py`), seeded by `data_seed` or `seed`."""
+        if self.sampler != "balanced":
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return BalancedSampler(dataset.labels, seed)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
