@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
+from vit_finetune.data.config import looks_local
 from vit_finetune.data.preprocess import PROCESSOR_FILE, PreprocessConfig, read_preprocess
 from vit_finetune.modeling.convert import CheckpointError
 from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
@@ -59,7 +60,7 @@ def load_for_inference(name_or_dir: str | Path) -> LoadedModel:
 
 def find_model_dir(name_or_dir: str | Path) -> Path:
     """A local folder as it is, or a hub id's snapshot; a `CheckpointError` naming it when neither works."""
-    if str(name_or_dir).startswith((".", "/", "~")) and not Path(name_or_dir).expanduser().is_dir():
+    if looks_local(str(name_or_dir)) and not Path(name_or_dir).expanduser().is_dir():
         raise CheckpointError(f"{name_or_dir}: no such model folder")
     try:
         return resolve_model_dir(name_or_dir)

@@ -16,6 +16,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from transformers import TrainingArguments
 
 from vit_finetune.config import RunConfig
+from vit_finetune.data.config import looks_local
 from vit_finetune.modeling.config import ClassifierConfig
 from vit_finetune.run_files import CURVES
 
@@ -25,8 +26,8 @@ ARCH_NAMES = {"vit": "ViT", "siglip": "SigLIP"}
 
 
 def is_hub_id(name: str) -> bool:
-    """A hub id, not a local path (the rule `load_splits` and `resolve_model_dir` follow)."""
-    return not (Path(name).exists() or name.startswith((".", "/", "~")))
+    """A hub id, not a local path or file pattern (`data.config.looks_local`, the rule data and model loading follow)."""
+    return not looks_local(name)
 
 
 def public_name(name: str) -> str:
