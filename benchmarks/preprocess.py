@@ -28,12 +28,15 @@ from vit_finetune.data.images import IMAGE_EXTENSIONS, open_image
 from vit_finetune.data.preprocess import PreprocessConfig, pil_to_pixels, preprocess_batch
 
 
-def _reference_processor(size: int):
+PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3}  # PIL's codes, as processor configs store them
+
+
+def _reference_processor(size: int, resample: str = "bilinear"):
     from transformers import ViTImageProcessor
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "falling back to ViTImageProcessorPil" without torchvision
-        return ViTImageProcessor(size={"height": size, "width": size})
+        return ViTImageProcessor(size={"height": size, "width": size}, resample=PIL_RESAMPLE[resample])
 
 
 def _first_images(image_dir: str | Path, count: int) -> list:
@@ -44,7 +47,7 @@ def _first_images(image_dir: str | Path, count: int) -> list:
 
 
 def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch_size: int = 64, size: int = 224,
-                             rounds: int = 5) -> dict:
+                             rounds: int = 5, resample: str = "bilinear") -> dict:
     """Images/s of ViTImageProcessor vs our collator on the same images, and their max |Δ|.
 
     Ours is `ImageCollator`, the training and evaluation path, whose batches reuse pooled buffers.
@@ -54,7 +57,7 @@ def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch
     each side's median round counts.
     """
     images = _first_images(image_dir, num_images)
-    processor = _reference_processor(size)
+    processor = _reference_processor(size, resample)
     cfg = PreprocessConfig.from_dict(processor.to_dict())
     examples = [{"pixels": pil_to_pixels(image), "labels": 0} for image in images]  # decoded once
     collate = ImageCollator(cfg)
@@ -71,7 +74,8 @@ def compare_preprocess_speed(image_dir: str | Path, num_images: int = 256, batch
                 sides[side](span)  # the result is dropped, as the Trainer drops a batch after its step
             seconds[side].append(time.perf_counter() - start)
     rate = {side: len(images) / statistics.median(took) for side, took in seconds.items()}
-    return {"num_images": len(images), "batch_size": batch_size, "size": size, "threads": torch.get_num_threads(),
+    return {"num_images": len(images), "batch_size": batch_size, "size": size, "resample": resample,
+            "threads": torch.get_num_threads(),
             "rounds": rounds, "reference_images_per_s": rate["reference"], "batched_images_per_s": rate["ours"],
             "speedup": rate["ours"] / rate["reference"], "max_abs_diff": max_diff,
             "fresh_output_images_per_s": rate["fresh"], "fresh_output_speedup": rate["fresh"] / rate["reference"]}
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--resample", default="bilinear", choices=sorted(PIL_RESAMPLE),
+                        help="the processor's resampling (ViT's is bilinear; DeiT, DINOv2, CLIP and MAE use bicubic)")
     parser.add_argument("--pipeline", action="store_true", help="time the whole training input path instead")
     parser.add_argument("--crop", default="none", choices=["none", "random_padded", "random_resized"])
     parser.add_argument("--augment", action="append", default=[], metavar="KEY=VALUE",
@@ -130,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.pipeline:
         result = training_pipeline_speed(args.image_dir, args.size, args.batch_size, args.crop, augment=args.augment)
     else:
-        result = compare_preprocess_speed(args.image_dir, args.num_images, args.batch_size, args.size)
+        result = compare_preprocess_speed(args.image_dir, args.num_images, args.batch_size, args.size,
+                                          resample=args.resample)
     print(json.dumps(result, indent=2))
 
 
