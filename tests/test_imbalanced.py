@@ -69,3 +69,16 @@ def test_class_weights_and_balanced_sampler_raise_the_minority_recall(data_dir, 
     for balanced in (weighted, resampled):
         assert balanced["recall"][1] >= default["recall"][1] + 0.15
         assert balanced["balanced_accuracy"] >= default["balanced_accuracy"] + 0.05
+
+
+def test_a_stream_refuses_what_needs_every_training_label_up_front():
+    """A stream's labels are read with its images: balancing by them is refused by name, a list of weights works."""
+    from vit_finetune.config import load_run_config
+    from vit_finetune.training.losses import resolve_class_weights
+    from vit_finetune.typed import ConfigError
+
+    with pytest.raises(ConfigError, match="data.sampler"):
+        load_run_config("cifar10-tiny", ["data.dataset=./shards", "data.streaming=true", "data.sampler=balanced"])
+    with pytest.raises(ConfigError, match="class_weights=balanced"):
+        resolve_class_weights("balanced", None, ["a", "b"])
+    assert resolve_class_weights([1.0, 3.0], None, ["a", "b"]).tolist() == [1.0, 3.0]

@@ -180,14 +180,18 @@ def run_config_from_dict(tree: dict, source: str = "<memory>") -> RunConfig:
     model = build_model_section(tree.get("model"))
     data = build_dataclass(DataConfig, tree.get("data"), "data")
     training = build_training_section(tree.get("training") or {})
-    _check_streaming_length(data, training)
+    _check_streaming(data, training)
     _check_multi_label(data, training)
     finetune = build_dataclass(FinetuneConfig, tree.get("finetune"), "finetune")
     return RunConfig(model=model, data=data, training=training, finetune=finetune, source=source)
 
 
-def _check_streaming_length(data: DataConfig, training: TrainingSection) -> None:
-    """A hub stream's length is unknown before it is read: the run must be counted in steps."""
+def _check_streaming(data: DataConfig, training: TrainingSection) -> None:
+    """A hub stream's length is unknown before it is read: the run must be counted in steps; and a stream
+    has no labels up front to balance the sampling by."""
+    if data.streaming and data.sampler == "balanced":
+        raise ConfigError("data.sampler: balanced needs every training label up front; a stream (data.streaming) "
+                          "is read in order from its shards")
     if data.streaming and not data.is_local and training.arguments.get("max_steps", -1) <= 0:
         raise ConfigError(f"training.max_steps: required with data.streaming for the hub data set {data.dataset!r} "
                           "(a stream's length is unknown); local folders and shards are counted, so epochs work there")

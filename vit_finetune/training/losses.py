@@ -51,15 +51,19 @@ def balanced_class_weights(labels: Sequence[int] | np.ndarray, num_classes: int)
     return len(labels) / (num_classes * counts)
 
 
-def resolve_class_weights(setting: str | list[float] | None, labels: Sequence[int] | np.ndarray,
+def resolve_class_weights(setting: str | list[float] | None, labels: Sequence[int] | np.ndarray | None,
                           label_names: list[str]) -> torch.Tensor | None:
     """`training.class_weights` for the training split: None, "balanced" or one positive weight per class -> (K,) or None.
 
     Raises ConfigError naming the key: a list of the wrong length (its classes are listed), a weight that
-    is not positive, or "balanced" with a class that has no training image.
+    is not positive, or "balanced" with a class that has no training image or without the training labels
+    (`labels` None: a stream's labels are not known before it is read).
     """
     if setting is None:
         return None
+    if setting == "balanced" and labels is None:
+        raise ConfigError(f"{CLASS_WEIGHTS_KEY}=balanced: needs the training labels before training, which a stream "
+                          "does not have; give the weights as a list")
     if setting == "balanced":
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(label_names))
         missing = [name for name, count in zip(label_names, counts) if count == 0]

@@ -210,7 +210,8 @@ def make_trainer(args, model, preprocess, splits: ImageSplits, run: RunConfig) -
     """The Trainer wired with our collate function, the task's metrics, augmentation, loss, sampler and strict
     checkpoint I/O."""
     train = apply_train_augmentation(splits.train, run.data.augment)
-    class_weights = resolve_class_weights(run.training.class_weights, splits.train.labels, splits.label_names)
+    labels = getattr(splits.train, "labels", None)  # None for a stream
+    class_weights = resolve_class_weights(run.training.class_weights, labels, splits.label_names)
     if class_weights is not None:
         logger.info("class weights: %s", dict(zip(splits.label_names, [round(w, 4) for w in class_weights.tolist()])))
     trainer = ClassifierTrainer(
