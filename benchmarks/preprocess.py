@@ -25,10 +25,7 @@ import torch
 
 from vit_finetune.data.collate import ImageCollator
 from vit_finetune.data.images import IMAGE_EXTENSIONS, open_image
-from vit_finetune.data.preprocess import PreprocessConfig, pil_to_pixels, preprocess_batch
-
-
-PIL_RESAMPLE = {"bilinear": 2, "bicubic": 3}  # PIL's codes, as processor configs store them
+from vit_finetune.data.preprocess import PIL_RESAMPLE, PreprocessConfig, pil_to_pixels, preprocess_batch
 
 
 def _reference_processor(size: int, resample: str = "bilinear"):
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--resample", default="bilinear", choices=sorted(PIL_RESAMPLE),
+    parser.add_argument("--resample", default="bilinear", choices=["bilinear", "bicubic"],
                         help="the processor's resampling (ViT's is bilinear; DeiT, DINOv2, CLIP and MAE use bicubic)")
     parser.add_argument("--pipeline", action="store_true", help="time the whole training input path instead")
     parser.add_argument("--crop", default="none", choices=["none", "random_padded", "random_resized"])

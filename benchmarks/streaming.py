@@ -43,6 +43,8 @@ import torch
 import yaml
 from PIL import Image
 
+from vit_finetune.data.config import AugmentConfig
+
 REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 10
 SHARD_SIZE = 1000
@@ -105,9 +107,7 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 # ---- throughput: decode + augment ----------------------------------------------------------------
 
 
-def _augment() -> "AugmentConfig":
-    from vit_finetune.data.config import AugmentConfig
-
+def _augment() -> AugmentConfig:
     return AugmentConfig(crop="random_resized", horizontal_flip=True)
 
 

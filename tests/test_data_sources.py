@@ -3,7 +3,6 @@
 import logging
 import os
 import shutil
-from pathlib import Path
 
 import datasets
 import numpy as np

@@ -6,7 +6,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import yaml
 
 from data_helpers import make_shards
@@ -52,8 +51,6 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 def all_fingerprints(data: Path, tmp_path: Path) -> set[str]:
     import hashlib
-
-    import torch
 
     from vit_finetune.data.collate import ImageCollator
     from vit_finetune.data.config import DataConfig

@@ -28,6 +28,7 @@ from vit_finetune.modeling.hub import load_classifier, resolve_model_dir
 from vit_finetune.modeling.model import ImageClassifier
 from vit_finetune.precision import autocast_dtype
 from vit_finetune.run_files import read_resolved_config
+from vit_finetune.typed import error_reason
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ def find_model_dir(name_or_dir: str | Path) -> Path:
     try:
         return resolve_model_dir(name_or_dir)
     except (OSError, ValueError) as err:  # hub errors: HTTP / offline (OSError), bad repo id (ValueError)
-        reason = " ".join(str(err).split()) or type(err).__name__
-        message = f"{name_or_dir}: not a model folder, and loading it as a hub id failed ({reason})"
+        message = f"{name_or_dir}: not a model folder, and loading it as a hub id failed ({error_reason(err)})"
         raise CheckpointError(message) from None
 
 

@@ -32,6 +32,11 @@ def shown(value: Any) -> str:
     return _SHORT.repr(value)
 
 
+def error_reason(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at `limit` characters; its type's name when it has none."""
+    return " ".join(str(err).split())[:limit] or type(err).__name__
+
+
 def build_dataclass(cls: type, mapping: Mapping[str, Any] | None, where: str) -> Any:
     """Instantiate dataclass `cls` from `mapping`, coercing each value to its annotated type."""
     mapping = {} if mapping is None else mapping

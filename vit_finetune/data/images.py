@@ -25,6 +25,8 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
+from vit_finetune.typed import error_reason
+
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own bomb threshold (Image.MAX_IMAGE_PIXELS), not overridable by it
@@ -82,7 +84,7 @@ def checked_image(source: str | Path | bytes, name: str | None = None,
     except FileNotFoundError:
         raise ImageFileError(name, "file not found") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ImageFileError(name, f"corrupt or truncated image ({_one_line(err)})") from None
+        raise ImageFileError(name, f"corrupt or truncated image ({error_reason(err)})") from None
 
 
 def reduced_side(size: tuple[int, int], reduce_for: ResizeTarget | None) -> int | None:
@@ -132,10 +134,6 @@ def _check_size(image: Image.Image, max_pixels: int, name: str) -> None:
         raise ImageFileError(name, f"decompression bomb refused ({width}x{height} > {max_pixels} pixels)")
     if width == 0 or height == 0:
         raise ImageFileError(name, f"empty image ({width}x{height})")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

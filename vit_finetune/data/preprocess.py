@@ -26,6 +26,8 @@ import torch.nn.functional as F
 import PIL
 from PIL import Image
 
+from vit_finetune.typed import error_reason
+
 from . import fast_resize, pil_resample
 from .errors import DataError
 
@@ -350,9 +352,8 @@ def read_preprocess(model_dir: Path) -> PreprocessConfig:
     try:
         return PreprocessConfig.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # JSON errors are ValueErrors
-        reason = " ".join(str(err).split())[:300] or type(err).__name__
         raise DataError(f"{model_dir / PROCESSOR_FILE}: not an image processor config this project "
-                        f"reads: {reason}") from None
+                        f"reads: {error_reason(err)}") from None
 
 
 def preprocess_images(images: list[Image.Image], cfg: PreprocessConfig) -> torch.Tensor:

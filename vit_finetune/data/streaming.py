@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import datasets
-import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 

@@ -17,7 +17,6 @@ do not use are written back with HF's initial value (`EXPORT_FILLERS`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping

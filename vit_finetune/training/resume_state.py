@@ -36,7 +36,7 @@ from vit_finetune.modeling.config import labels_from_json
 from vit_finetune.modeling.convert import CheckpointError
 from vit_finetune.modeling.hub import read_config_json
 from vit_finetune.training.checkpoints import TRAINER_STATE, ResumeError
-from vit_finetune.typed import shown
+from vit_finetune.typed import error_reason, shown
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ def read_error(checkpoint: str | Path | None, files: str) -> Iterator[None]:
     try:
         yield
     except READ_ERRORS as err:
-        reason = " ".join(str(err).split())[:300] or type(err).__name__
-        raise ResumeError(f"{checkpoint}: cannot resume from {files}: {reason}") from err
+        raise ResumeError(f"{checkpoint}: cannot resume from {files}: {error_reason(err)}") from err
 
 
 # ---- the structure of optimizer.pt, scheduler.pt, scaler.pt and rng_state*.pth ------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -121,9 +122,9 @@ def _train(run: RunConfig, output_dir: Path) -> TrainResult:
 def load_data(run: RunConfig, args: TrainingArguments, preprocess) -> ImageSplits:
     """`load_splits`; in a multi-process run the main process of each node decodes the pixel cache first
     and the others wait, then read its file (a stream writes nothing and loads everywhere at once)."""
-    if run.data.streaming:
-        return load_splits(run.data, seed=args.seed, preprocess=preprocess)
-    with args.main_process_first(local=True, desc="decoding the data set"):
+    decoding_first = (contextlib.nullcontext() if run.data.streaming
+                      else args.main_process_first(local=True, desc="decoding the data set"))
+    with decoding_first:
         return load_splits(run.data, seed=args.seed, preprocess=preprocess)
 
 
